@@ -1,0 +1,85 @@
+"""The `noderun` console command: checks what Hydra cannot explain in one line, then runs the app."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from noderun.errors import UserError
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+GROUPS = ("model", "solver", "dataset", "trainer", "experiment")
+_GROUP_OVERRIDE = re.compile(r"^\+{0,2}(%s)=(.*)$" % "|".join(GROUPS))
+_OUTPUT_OVERRIDE = re.compile(r"^(paths\.output_root|hydra\.run\.dir|hydra\.sweep\.dir)=(.+)$")
+
+
+def group_options(group: str) -> list[str]:
+    """Return the config names available in a config group."""
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def check_group_choices(args: list[str]) -> None:
+    """Raise UserError for a config-group choice that has no config file, listing the valid ones."""
+    for arg in args:
+        match = _GROUP_OVERRIDE.match(arg)
+        if not match or "(" in match.group(2):  # leave sweep functions like glob(...) to Hydra
+            continue
+        group, values = match.groups()
+        options = group_options(group)
+        for value in values.split(","):
+            if value not in options and not (group == "experiment" and value == "null"):
+                raise UserError(f"unknown {group} {value!r}; choose one of: {', '.join(options)}")
+
+
+def check_output_dirs(args: list[str]) -> None:
+    """Raise UserError unless the folder runs will be written under can be created and written."""
+    targets = [m.group(2) for m in map(_OUTPUT_OVERRIDE.match, args) if m] or ["outputs"]
+    for target in targets:
+        # Hydra interpolations (${now:...}) are filled in later; check the fixed part before them.
+        base = Path(target.split("${")[0] or ".").expanduser()
+        try:
+            base.mkdir(parents=True, exist_ok=True)
+            probe = base / ".noderun-write-probe"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as err:
+            raise UserError(f"cannot write runs under {str(base)!r} ({err.strerror or err}); choose a writable "
+                            f"folder with paths.output_root=DIR") from None
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+def _app(cfg: DictConfig) -> int:
+    from noderun.run import EXIT_OK, Run  # torch is imported only once a run really starts
+
+    hydra_cfg = HydraConfig.get()
+    run = Run(cfg, Path(hydra_cfg.runtime.output_dir), list(hydra_cfg.overrides.task))
+    code = run.execute()
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        # In a sweep a failed run is recorded, not raised, so that the other runs and the summary go on.
+        return code
+    if code != EXIT_OK:
+        sys.exit(code)
+    return code
+
+
+def main() -> None:
+    """Entry point of the `noderun` command."""
+    args = [a for a in sys.argv[1:] if not a.startswith("-")]
+    try:
+        check_group_choices(args)
+        if not any(a in ("--help", "-h", "--cfg", "-c", "--info", "--hydra-help") for a in sys.argv[1:]):
+            check_output_dirs(args)
+    except UserError as err:
+        print(f"noderun: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    _app()
+
+
+if __name__ == "__main__":
+    main()

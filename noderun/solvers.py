@@ -1,0 +1,81 @@
+"""Solver choice and integration: the one place that calls torchdiffeq.
+
+Model code holds a SolverSpec and calls `integrate`; which torchdiffeq entry point, options and
+adjoint options that means is decided here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torchdiffeq import odeint, odeint_adjoint
+from torchdiffeq._impl.odeint import SOLVERS
+from torchdiffeq._impl.solvers import FixedGridODESolver
+
+from noderun.errors import UserError
+
+METHODS = tuple(sorted(SOLVERS))
+FIXED_GRID_METHODS = tuple(m for m in METHODS if issubclass(SOLVERS[m], FixedGridODESolver))
+ADJOINT_NORMS = ("default", "seminorm")
+
+
+@dataclass(frozen=True)
+class SolverSpec:
+    """A torchdiffeq method with its tolerances (adaptive methods) or step size (fixed-grid ones)."""
+
+    method: str = "dopri5"
+    rtol: float = 1e-3
+    atol: float = 1e-3
+    step_size: float | None = None
+    adjoint_norm: str = "default"
+    scipy_method: str | None = None
+
+    @property
+    def fixed_grid(self) -> bool:
+        """Whether the method steps on a fixed grid (tolerances then play no part)."""
+        return self.method in FIXED_GRID_METHODS
+
+    def options(self) -> dict:
+        """Return the `options` dict torchdiffeq's odeint takes for this spec."""
+        if self.fixed_grid:
+            return {"step_size": self.step_size} if self.step_size is not None else {}
+        if self.method == "scipy_solver":
+            return {"solver": self.scipy_method or "LSODA"}
+        return {}
+
+    def adjoint_options(self) -> dict:
+        """Return the adjoint's options: the forward's, plus the seminorm when asked for."""
+        options = self.options()
+        if self.adjoint_norm == "seminorm":
+            options["norm"] = "seminorm"
+        return options
+
+
+def validate_solver(spec: SolverSpec) -> SolverSpec:
+    """Return spec unchanged, or raise UserError naming the first bad value and the valid ones."""
+    if spec.method not in METHODS:
+        raise UserError(f"unknown solver {spec.method!r}; choose one of: {', '.join(METHODS)}")
+    for key in ("rtol", "atol"):
+        value = getattr(spec, key)
+        if not isinstance(value, (int, float)) or not value > 0:
+            raise UserError(f"solver.{key}={value} is invalid; tolerances must be numbers > 0, e.g. 1e-3")
+    if spec.step_size is not None and not spec.step_size > 0:
+        raise UserError(f"solver.step_size={spec.step_size} is invalid; use a number > 0 or null")
+    if spec.adjoint_norm not in ADJOINT_NORMS:
+        raise UserError(f"solver.adjoint_norm={spec.adjoint_norm!r} is invalid; choose one of: {', '.join(ADJOINT_NORMS)}")
+    if spec.method == "scipy_solver":
+        try:
+            import scipy  # noqa: F401
+        except ImportError:
+            raise UserError("solver=scipy_solver needs SciPy; install it with 'pip install scipy'") from None
+    return spec
+
+
+def integrate(func: nn.Module, y0: torch.Tensor, times: torch.Tensor, spec: SolverSpec, adjoint: bool) -> torch.Tensor:
+    """Solve dy/dt = func(t, y) from y0 at `times`; gradients by the adjoint method when `adjoint`."""
+    if adjoint:
+        return odeint_adjoint(func, y0, times, rtol=spec.rtol, atol=spec.atol, method=spec.method,
+                              options=spec.options(), adjoint_options=spec.adjoint_options())
+    return odeint(func, y0, times, rtol=spec.rtol, atol=spec.atol, method=spec.method, options=spec.options())
