@@ -40,7 +40,7 @@ def solver_spec(cfg: DictConfig) -> SolverSpec:
     s = cfg.solver
     return validate_solver(SolverSpec(method=s.method, rtol=s.rtol, atol=s.atol, step_size=s.get("step_size"),
                                       adjoint_norm=s.get("adjoint_norm", "default"),
-                                      scipy_method=s.get("scipy_method")))
+                                      scipy_method=s.get("scipy_method"), max_num_steps=s.get("max_num_steps")))
 
 
 def validate_config(cfg: DictConfig) -> None:

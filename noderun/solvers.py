@@ -31,6 +31,7 @@ class SolverSpec:
     step_size: float | None = None
     adjoint_norm: str = "default"
     scipy_method: str | None = None
+    max_num_steps: int | None = None
 
     @property
     def fixed_grid(self) -> bool:
@@ -43,7 +44,7 @@ class SolverSpec:
             return {"step_size": self.step_size} if self.step_size is not None else {}
         if self.method == "scipy_solver":
             return {"solver": self.scipy_method or "LSODA"}
-        return {}
+        return {"max_num_steps": self.max_num_steps} if self.max_num_steps else {}
 
     def adjoint_options(self) -> dict:
         """Return the adjoint's options: the forward's, plus the seminorm when asked for."""
@@ -63,6 +64,8 @@ def validate_solver(spec: SolverSpec) -> SolverSpec:
             raise UserError(f"solver.{key}={value} is invalid; tolerances must be numbers > 0, e.g. 1e-3")
     if spec.step_size is not None and not spec.step_size > 0:
         raise UserError(f"solver.step_size={spec.step_size} is invalid; use a number > 0 or null")
+    if spec.max_num_steps is not None and not spec.max_num_steps >= 1:
+        raise UserError(f"solver.max_num_steps={spec.max_num_steps} is invalid; use a whole number >= 1 or null")
     if spec.adjoint_norm not in ADJOINT_NORMS:
         raise UserError(f"solver.adjoint_norm={spec.adjoint_norm!r} is invalid; choose one of: {', '.join(ADJOINT_NORMS)}")
     if spec.method == "scipy_solver":
