@@ -7,6 +7,7 @@ import platform
 import signal
 import sys
 import time
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -106,6 +107,20 @@ def _install_sigterm_handler() -> None:
         pass
 
 
+@contextmanager
+def _sigterm_deferred():
+    """Hold SIGTERM back while the block runs (in the main thread), delivering it afterwards."""
+    try:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    except (AttributeError, ValueError):
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+
+
 def _resume_dir(cfg: DictConfig, run_dir: Path, key: str) -> Path | None:
     """Return the earlier run directory to continue in, or None to start afresh in run_dir."""
     if cfg.resume in (False, None, "false"):
@@ -143,6 +158,7 @@ class Run:
                     return EXIT_OK
                 log.info("resume: continuing the run in %s", previous)
                 self.run_dir = previous
+                _log_also_to(previous / "noderun.log")
             return self._train()
         except UserError as err:
             return self._finish("failed", str(err), EXIT_USER_ERROR, user_error=True)
@@ -243,21 +259,26 @@ class Run:
         return row
 
     def _record_epoch(self, model, optimizer, row: dict[str, Any]) -> None:
-        """Append the epoch's row, update best, and write metrics, checkpoints and summary."""
+        """Append the epoch's row, update best, and write checkpoints, metrics and summary.
+
+        The checkpoint goes first, so every row of metrics.csv has a checkpoint behind it, and
+        SIGTERM waits until all of them are written.
+        """
         self.records.append(row)
         # Model selection looks at validation accuracy only; without a validation split the last epoch counts.
         score = row["val_acc"] if row["val_acc"] is not None else row["epoch"]
         is_best = self.best is None or score > self.best["score"]
         if is_best:
             self.best = {"epoch": row["epoch"], "score": score}
-        write_metrics(self.run_dir, self.records)
         state = {"epoch": row["epoch"], "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                  "records": self.records, "best": self.best, "run_key": self.summary["run_key"]}
-        if is_best:
-            save_checkpoint(self.run_dir / BEST_CHECKPOINT, {**state, "optimizer": None})
-        save_checkpoint(self.run_dir / LAST_CHECKPOINT, state)
-        self._update_summary_from_records()
-        write_summary(self.run_dir, self.summary)
+        with _sigterm_deferred():
+            if is_best:
+                save_checkpoint(self.run_dir / BEST_CHECKPOINT, {**state, "optimizer": None})
+            save_checkpoint(self.run_dir / LAST_CHECKPOINT, state)
+            write_metrics(self.run_dir, self.records)
+            self._update_summary_from_records()
+            write_summary(self.run_dir, self.summary)
 
     def _restore(self, model, optimizer, device: torch.device) -> int:
         """Load the last checkpoint if this run directory has one; return the epoch to start from."""
@@ -307,6 +328,15 @@ class Run:
                      self.summary["test_error"], self.summary["best_epoch"], self.summary["selected_by"],
                      self.run_dir)
         return code
+
+
+def _log_also_to(path: Path) -> None:
+    """Append this process's log to an earlier run's log too, so that run's log tells its whole story."""
+    handler = logging.FileHandler(path)
+    for existing in logging.getLogger().handlers:
+        if isinstance(existing, logging.FileHandler):
+            handler.setFormatter(existing.formatter)
+    logging.getLogger().addHandler(handler)
 
 
 def log_to_file(level: int, message: str, exc_info: bool = False) -> None:
