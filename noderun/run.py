@@ -243,13 +243,14 @@ class Run:
                   device: torch.device) -> dict[str, Any]:
         start = time.perf_counter()
         batch = self.cfg.trainer.eval_batch_size
-        val_acc, _ = evaluate(model, data.val, batch, counter) if data.val is not None else (None, None)
-        test_acc, nfe_eval = evaluate(model, data.test, batch, counter)
+        val_acc = evaluate(model, data.val, batch, counter)[0] if data.val is not None else None
+        test_acc, nfe_eval, test_forward_s = evaluate(model, data.test, batch, counter)
         row = {
             "epoch": epoch + 1, "lr": lr, "train_loss": round(stats.loss, 6), "train_acc": round(stats.accuracy, 6),
             "val_acc": None if val_acc is None else round(val_acc, 6), "test_acc": round(test_acc, 6),
             "nfe_forward": round(stats.nfe_forward, 4), "nfe_backward": round(stats.nfe_backward, 4),
-            "nfe_forward_eval": round(nfe_eval, 4), "epoch_time_s": round(stats.time_s, 3),
+            "nfe_forward_eval": round(nfe_eval, 4), "test_forward_s": round(test_forward_s, 5),
+            "epoch_time_s": round(stats.time_s, 3),
             "eval_time_s": round(time.perf_counter() - start, 3), "peak_memory_mb": round(peak_memory_mb(device), 1),
         }
         log.info("epoch %d: lr %.4g loss %.4f train acc %.4f val acc %s test acc %.4f NFE-F %.1f NFE-B %.1f "

@@ -1,4 +1,4 @@
-"""Hydra callback that ends every sweep with a one-screen summary of its runs."""
+"""Hydra callback that ends every sweep with its report: a one-screen table, files and figures."""
 
 from __future__ import annotations
 
@@ -9,25 +9,20 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from noderun.summary_table import find_runs, markdown_table, not_completed, summary_rows
-
 
 class SweepSummary(Callback):
-    """Prints and writes (summary.md in the sweep folder) a table of the sweep's runs; exits non-zero
-    when any run did not complete."""
+    """Runs noderun-report on the sweep's folder (writing SWEEP/report/) and prints its table; exits
+    non-zero when any run did not complete."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from noderun.report.cli import build_report, not_completed_lines
+
         sweep_dir = Path(config.hydra.sweep.dir)
-        runs, unreadable = find_runs([sweep_dir])
-        completed = sum(r.get("status") == "completed" for r in runs)
-        problems = not_completed(runs) + [f"{d}: {why}" for d, why in unreadable]
-        text = "\n".join(filter(None, [
-            f"sweep {sweep_dir}: {completed} completed, {len(problems)} not completed",
-            markdown_table(summary_rows(runs)),
-            *problems,
-        ]))
+        try:
+            text, run_set = build_report([sweep_dir], sweep_dir / "report")
+        except LookupError as err:
+            print(f"noderun: error: {err}", file=sys.stderr)
+            sys.exit(1)
         print("\n" + text)
-        if sweep_dir.exists():
-            (sweep_dir / "summary.md").write_text(text + "\n")
-        if problems:
+        if not_completed_lines(run_set):
             sys.exit(1)

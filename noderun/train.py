@@ -73,13 +73,15 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Ite
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, split: ImageSplit, batch_size: int, counter: NFECounter) -> tuple[float, float]:
-    """Return (accuracy, mean forward NFE per batch) of the model on a split."""
+def evaluate(model: nn.Module, split: ImageSplit, batch_size: int, counter: NFECounter) -> tuple[float, float, float]:
+    """Return (accuracy, mean forward NFE per batch, mean wall seconds per batch) of the model on a split."""
     model.eval()
     correct, nfe, batches = 0, 0, 0
+    start = time.perf_counter()
     for images, labels in evaluation_batches(split, batch_size):
         counter.take()
         correct += int((model(images).argmax(1) == labels).sum())
         nfe += counter.take()
         batches += 1
-    return correct / len(split), nfe / max(batches, 1)
+    batches = max(batches, 1)
+    return correct / len(split), nfe / batches, (time.perf_counter() - start) / batches

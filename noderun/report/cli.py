@@ -1,0 +1,75 @@
+"""The `noderun-report` command: Table 1 and Figure 3 from any set of run directories."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from noderun.report.collect import RunSet, collect_runs
+from noderun.report.figures import write_figures
+from noderun.report.table import table1, write_runs_csv, write_table1
+
+
+REPORT_FILES = ("runs.csv", "table1.*", "not_completed.txt", "*.png", "*.pdf")
+
+
+def not_completed_lines(run_set: RunSet) -> list[str]:
+    """Return one line per run that is left out of the means: its status and reason."""
+    runs = run_set.runs
+    lines = []
+    if len(runs):
+        for _, run in runs[runs["status"] != "completed"].iterrows():
+            lines.append(f"{run['run_dir']}: {run['status']} ({run.get('reason') or 'no reason recorded'})")
+    return lines + [f"{run_dir}: unreadable ({why})" for run_dir, why in run_set.unreadable]
+
+
+def build_report(paths: list[Path], out_dir: Path) -> tuple[str, RunSet]:
+    """Write runs.csv, table1.{csv,md,tex}, not_completed.txt and the figures to out_dir; return the text
+    to print and the runs. Raises LookupError when the paths hold no runs at all."""
+    run_set = collect_runs(paths)
+    if run_set.runs.empty and not run_set.unreadable:
+        raise LookupError(f"no runs found under {', '.join(map(str, paths))} (no summary.json below them)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in REPORT_FILES:  # a report rewritten over fewer runs must not keep an older figure
+        for path in out_dir.glob(stale):
+            path.unlink()
+    problems = not_completed_lines(run_set)
+    (out_dir / "not_completed.txt").write_text("".join(line + "\n" for line in problems))
+    if not run_set.runs.empty:
+        write_runs_csv(run_set, out_dir)
+    table = table1(run_set)
+    text = write_table1(table, out_dir) if not table.empty else "(no completed runs: no table)"
+    figures = write_figures(run_set, out_dir)
+    completed = len(run_set.completed)
+    lines = [f"{completed} completed runs, {len(problems)} left out; report in {out_dir} "
+             f"({len(figures)} figure files)", text]
+    if problems:
+        lines += ["not completed (left out of the means):", *problems]
+    return "\n".join(lines), run_set
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of `noderun-report PATH... [--out DIR]`."""
+    parser = argparse.ArgumentParser(prog="noderun-report", description=__doc__)
+    parser.add_argument("paths", nargs="+", type=Path, help="run directories, or folders above them (a sweep, outputs/)")
+    parser.add_argument("--out", type=Path, default=None, help="where to write the report (default: FIRST_PATH/report)")
+    args = parser.parse_args(argv)
+    missing = [p for p in args.paths if not p.is_dir()]
+    if missing:
+        print(f"noderun-report: error: {missing[0]} is not a directory", file=sys.stderr)
+        sys.exit(2)
+    out_dir = args.out or args.paths[0] / "report"
+    try:
+        text, _ = build_report(args.paths, out_dir)
+    except LookupError as err:
+        print(f"noderun-report: error: {err}", file=sys.stderr)
+        sys.exit(1)
+    except OSError as err:
+        print(f"noderun-report: error: cannot write the report to {out_dir}: {err.strerror or err}", file=sys.stderr)
+        sys.exit(2)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

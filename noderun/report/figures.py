@@ -1,0 +1,155 @@
+"""The report's figures: accuracy curves and Figure 3's panels, each as PNG and PDF."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display needed
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from noderun.report.collect import RunSet, read_metrics  # noqa: E402
+from noderun.report.paper import MODEL_COLORS, MODEL_LABELS, ODE_MODELS, model_rank  # noqa: E402
+
+
+def _save(fig, out_dir: Path, name: str) -> list[Path]:
+    paths = [out_dir / f"{name}.png", out_dir / f"{name}.pdf"]
+    fig.tight_layout()
+    for path in paths:
+        fig.savefig(path, dpi=150)
+    plt.close(fig)
+    return paths
+
+
+def _curve_groups(run_set: RunSet) -> list[tuple[str, str, list[pd.DataFrame]]]:
+    """Return (model, label, [metrics of each seed]) per table row, in the paper's model order."""
+    done = run_set.completed
+    keys = ["model", *run_set.varying]
+    groups = []
+    for values, group in done.groupby(keys, dropna=False, sort=False):
+        values = values if isinstance(values, tuple) else (values,)
+        model = values[0]
+        extra = [f"{k.removeprefix('config.').split('.')[-1]}={v}" for k, v in zip(run_set.varying, values[1:]) if not pd.isna(v)]
+        label = " ".join([MODEL_LABELS.get(model, model), *extra])
+        metrics = [m for m in map(read_metrics, group["run_dir"]) if m is not None and len(m)]
+        if metrics:
+            groups.append((model, label, metrics))
+    return sorted(groups, key=lambda g: (model_rank(g[0]), g[1]))
+
+
+def _mean_band(ax, frames: list[pd.DataFrame], column: str, scale: float, color: str, label: str, style: str = "-"):
+    """Plot the mean over seeds of a per-epoch column with a band from the lowest to the highest seed."""
+    epochs = min(len(f) for f in frames)
+    values = np.stack([f[column].to_numpy(dtype=float)[:epochs] * scale for f in frames])
+    x = np.arange(1, epochs + 1)
+    ax.plot(x, values.mean(0), style, color=color, label=label, marker="o" if epochs < 10 else None, ms=3)
+    if len(frames) > 1:
+        ax.fill_between(x, values.min(0), values.max(0), color=color, alpha=0.2, linewidth=0)
+
+
+def _color(model: str, index: int) -> str:
+    return MODEL_COLORS.get(model, plt.cm.tab10(index % 10))
+
+
+def accuracy_figure(run_set: RunSet, out_dir: Path) -> list[Path]:
+    """Train and test accuracy per epoch, one panel each: mean over seeds, band = min..max."""
+    groups = _curve_groups(run_set)
+    if not groups:
+        return []
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    for i, (model, label, frames) in enumerate(groups):
+        style = ["-", "--", ":", "-."][sum(1 for g in groups[:i] if g[0] == model) % 4]
+        for ax, column in zip(axes, ("train_acc", "test_acc")):
+            _mean_band(ax, frames, column, 100, _color(model, i), label, style)
+    for ax, title in zip(axes, ("training accuracy (on the training batches)", "test accuracy")):
+        ax.set(title=title, xlabel="epoch", ylabel="accuracy (%)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=8)
+    fig.suptitle("mean over seeds; band: lowest to highest seed", fontsize=9)
+    return _save(fig, out_dir, "accuracy")
+
+
+def nfe_epoch_figure(run_set: RunSet, out_dir: Path) -> list[Path]:
+    """Figure 3(d): forward NFE per training batch against epoch, for models with an ODE block."""
+    groups = [g for g in _curve_groups(run_set) if g[0] in ODE_MODELS]
+    if not groups:
+        return []
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    for i, (model, label, frames) in enumerate(groups):
+        _mean_band(ax, frames, "nfe_forward", 1, _color(model, i), label, ["-", "--", ":", "-."][i % 4])
+    ax.set(title="NFE forward during training (Fig. 3d)", xlabel="epoch",
+           ylabel="NFE forward (mean per training batch)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, out_dir, "nfe_forward_per_epoch")
+
+
+def nfe_backward_figure(run_set: RunSet, out_dir: Path) -> list[Path]:
+    """Figure 3(c): backward against forward NFE, one point per epoch, for adjoint runs."""
+    groups = [g for g in _curve_groups(run_set) if g[0] in ODE_MODELS]
+    points = [(model, label, pd.concat(frames)) for model, label, frames in groups]
+    points = [(m, lab, f[f["nfe_backward"] > 0]) for m, lab, f in points]
+    points = [p for p in points if len(p[2])]
+    if not points:
+        return []
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    top = max(max(f["nfe_forward"].max(), f["nfe_backward"].max()) for _, _, f in points) * 1.1
+    for i, (model, label, frame) in enumerate(points):
+        ax.scatter(frame["nfe_forward"], frame["nfe_backward"], s=14, color=_color(model, i), label=label, alpha=0.8)
+    ax.plot([0, top], [0, top], color="black", lw=0.8, ls="--", label="NFE-B = NFE-F")
+    ax.plot([0, top], [0, top / 2], color="black", lw=0.8, ls=":", label="NFE-B = NFE-F / 2 (paper)")
+    ax.set(title="Backward vs forward NFE (Fig. 3c)", xlabel="NFE forward (mean per batch, one point per epoch)",
+           ylabel="NFE backward (adjoint, mean per batch)", xlim=(0, top), ylim=(0, top))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, out_dir, "nfe_backward_vs_forward")
+
+
+def tolerance_figures(run_set: RunSet, out_dir: Path) -> list[Path]:
+    """Figures 3(a) and 3(b) from runs that differ in tolerance: NFE against test error and against
+    time per evaluation forward pass, one point per run (final epoch)."""
+    done = run_set.completed
+    tolerance_keys = [k for k in run_set.varying if k in ("config.solver.rtol", "config.solver.atol")]
+    done = done[done["model"].isin(ODE_MODELS)] if tolerance_keys else done.iloc[0:0]
+    if done.empty:
+        return []
+    rows = []
+    for _, run in done.iterrows():
+        metrics = read_metrics(run["run_dir"])
+        if metrics is not None and len(metrics):
+            last = metrics.iloc[-1]
+            per_batch = last.get("test_forward_s", np.nan)
+            rows.append((run["model"], run["rtol"], last["nfe_forward_eval"], 100 * (1 - last["test_acc"]), per_batch))
+    if not rows:
+        return []
+    frame = pd.DataFrame(rows, columns=["model", "rtol", "nfe", "test_error", "forward_s"])
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for i, (model, group) in enumerate(frame.groupby("model")):
+        color = _color(model, i)
+        axes[0].scatter(group["nfe"], group["test_error"], color=color, label=MODEL_LABELS.get(model, model))
+        axes[1].scatter(group["nfe"], 1000 * group["forward_s"], color=color, label=MODEL_LABELS.get(model, model))
+        for _, r in group.iterrows():
+            axes[0].annotate(f"tol {r['rtol']:g}", (r["nfe"], r["test_error"]), fontsize=7, xytext=(3, 3),
+                             textcoords="offset points")
+    axes[0].set(title="NFE vs test error across tolerances (cf. Fig. 3a)", xlabel="NFE forward (evaluation, per batch)",
+                ylabel="test error (%)")
+    axes[1].set(title="NFE vs time per forward pass (Fig. 3b)", xlabel="NFE forward (evaluation, per batch)",
+                ylabel="wall time per test-batch forward pass (ms)")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return _save(fig, out_dir, "tolerance_nfe")
+
+
+def write_figures(run_set: RunSet, out_dir: Path) -> list[Path]:
+    """Draw every figure the runs allow; return the files written."""
+    paths: list[Path] = []
+    for draw in (accuracy_figure, nfe_epoch_figure, nfe_backward_figure, tolerance_figures):
+        paths += draw(run_set, out_dir)
+    return paths

@@ -1,0 +1,123 @@
+"""Table 1 from a set of runs: mean ± std over seeds per model and per varying config value."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from noderun.report.collect import RunSet
+from noderun.report.paper import MODEL_LABELS, ODE_MODELS, TABLE1, model_rank
+
+NUMERIC_COLUMNS = ("test_error_mean", "test_error_std", "params_m", "nfe_forward", "nfe_backward",
+                   "train_time_per_epoch_s", "peak_memory_mb", "paper_test_error", "diff_test_error", "paper_params_m")
+
+
+def _std(values: pd.Series) -> float:
+    return float(values.std(ddof=1)) if len(values) > 1 else math.nan
+
+
+def table1(run_set: RunSet) -> pd.DataFrame:
+    """Return one row per model and combination of varying config values, in the paper's model order.
+
+    Means are over the completed runs of a row (its seeds); std is the sample standard deviation
+    (n - 1), empty for a single run. Time is training seconds per epoch; memory the mean of the runs'
+    peak_memory_mb.
+    """
+    done = run_set.completed
+    if done.empty:
+        return pd.DataFrame()
+    keys = ["model", *run_set.varying]
+    rows = []
+    for _, group in done.groupby(keys, dropna=False, sort=False):
+        model = group["model"].iloc[0]
+        paper = TABLE1.get(model, {})
+        ode = model in ODE_MODELS
+        row = {"model": MODEL_LABELS.get(model, model)}
+        row.update({k.removeprefix("config."): group[k].iloc[0] for k in run_set.varying})
+        row.update({
+            "seeds": len(group),
+            "test_error_mean": float(group["test_error"].mean()),
+            "test_error_std": _std(group["test_error"]),
+            "params_m": float(group["params"].mean()) / 1e6,
+            "nfe_forward": float(group["nfe_forward"].mean()) if ode else math.nan,
+            "nfe_backward": float(group["nfe_backward"].mean()) if ode else math.nan,
+            "train_time_per_epoch_s": float((group["train_time_s"] / group["epochs_done"]).mean()),
+            "peak_memory_mb": float(group["peak_memory_mb"].mean()),
+            "paper_test_error": paper.get("test_error", math.nan),
+            "diff_test_error": float(group["test_error"].mean()) - paper.get("test_error", math.nan),
+            "paper_params_m": paper.get("params_m", math.nan),
+            "paper_memory": paper.get("memory", "-"),
+            "paper_time": paper.get("time", "-"),
+            "_rank": model_rank(model),
+        })
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    sort_keys = ["_rank", *[k.removeprefix("config.") for k in run_set.varying]]
+    table = table.sort_values(sort_keys, key=lambda col: col if col.name == "_rank" else col.astype(str), kind="stable")
+    return table.drop(columns="_rank").reset_index(drop=True)
+
+
+def _fmt(value: float, digits: int = 2) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def display_rows(table: pd.DataFrame) -> list[dict[str, str]]:
+    """Return the table's rows as the strings shown in Markdown and LaTeX."""
+    config_columns = [c for c in table.columns if c not in NUMERIC_COLUMNS
+                      and c not in ("model", "seeds", "paper_memory", "paper_time")]
+    rows = []
+    for _, r in table.iterrows():
+        error = _fmt(r["test_error_mean"]) + ("" if math.isnan(r["test_error_std"]) else f" ± {_fmt(r['test_error_std'])}")
+        row = {"model": r["model"], **{c: "-" if pd.isna(r[c]) else str(r[c]) for c in config_columns}}
+        row.update({
+            "seeds": str(r["seeds"]), "test error (%)": error, "paper (%)": _fmt(r["paper_test_error"]),
+            "diff (pp)": "-" if math.isnan(r["diff_test_error"]) else f"{r['diff_test_error']:+.2f}",
+            "params (M)": _fmt(r["params_m"], 3), "paper params (M)": _fmt(r["paper_params_m"]),
+            "NFE-F": _fmt(r["nfe_forward"], 1), "NFE-B": _fmt(r["nfe_backward"], 1),
+            "train s/epoch": _fmt(r["train_time_per_epoch_s"], 1), "peak memory (MiB)": _fmt(r["peak_memory_mb"], 0),
+            "paper memory": r["paper_memory"], "paper time": r["paper_time"],
+        })
+        rows.append(row)
+    return rows
+
+
+def markdown(rows: list[dict[str, str]]) -> str:
+    """Return display rows as a Markdown table."""
+    headers = list(rows[0])
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(row[h] for h in headers) + " |" for row in rows])
+
+
+def _tex_escape(text: str) -> str:
+    for char, escaped in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
+                          ("~", r"\textasciitilde{}"), ("±", r"$\pm$"), ("L̃", r"$\tilde{L}$")):
+        text = text.replace(char, escaped)
+    return text
+
+
+def latex(rows: list[dict[str, str]]) -> str:
+    """Return display rows as a LaTeX tabular (booktabs rules)."""
+    headers = list(rows[0])
+    lines = [r"\begin{tabular}{l" + "r" * (len(headers) - 1) + "}", r"\toprule",
+             " & ".join(_tex_escape(h) for h in headers) + r" \\", r"\midrule"]
+    lines += [" & ".join(_tex_escape(row[h]) for h in headers) + r" \\" for row in rows]
+    return "\n".join(lines + [r"\bottomrule", r"\end{tabular}"]) + "\n"
+
+
+def write_table1(table: pd.DataFrame, out_dir: Path) -> str:
+    """Write table1.csv (numbers), table1.md and table1.tex; return the Markdown table."""
+    table.round(4).to_csv(out_dir / "table1.csv", index=False)
+    rows = display_rows(table)
+    text = markdown(rows)
+    (out_dir / "table1.md").write_text(text + "\n")
+    (out_dir / "table1.tex").write_text(latex(rows))
+    return text
+
+
+def write_runs_csv(run_set: RunSet, out_dir: Path) -> None:
+    """Write runs.csv: every summary field of every readable run plus the config values that vary."""
+    runs = run_set.runs
+    summary_columns = [c for c in runs.columns if not c.startswith("config.")]
+    runs[summary_columns + run_set.varying].to_csv(out_dir / "runs.csv", index=False)
