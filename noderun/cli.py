@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import sys
+import tempfile
 from pathlib import Path
 
 import hydra
@@ -12,6 +13,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from noderun.errors import UserError
+from noderun.parallel import threads_per_job
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 GROUPS = ("model", "solver", "dataset", "trainer", "experiment")
@@ -45,9 +47,9 @@ def check_output_dirs(args: list[str]) -> None:
         base = Path(target.split("${")[0] or ".").expanduser()
         try:
             base.mkdir(parents=True, exist_ok=True)
-            probe = base / ".noderun-write-probe"
-            probe.write_text("")
-            probe.unlink()
+            # A uniquely named probe, so that commands started together don't remove each other's.
+            with tempfile.NamedTemporaryFile(dir=base, prefix=".noderun-write-probe-"):
+                pass
         except OSError as err:
             raise UserError(f"cannot write runs under {str(base)!r} ({err.strerror or err}); choose a writable "
                             f"folder with paths.output_root=DIR") from None
@@ -58,6 +60,11 @@ def _app(cfg: DictConfig) -> int:
     from noderun.run import EXIT_OK, Run  # torch is imported only once a run really starts
 
     hydra_cfg = HydraConfig.get()
+    threads = threads_per_job(cfg.get("threads"), hydra_cfg.get("launcher"))
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     run = Run(cfg, Path(hydra_cfg.runtime.output_dir), list(hydra_cfg.overrides.task))
     code = run.execute()
     if hydra_cfg.mode == RunMode.MULTIRUN:

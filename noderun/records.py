@@ -19,6 +19,7 @@ METRICS_COLUMNS = (
 # Columns that measure the machine rather than the computation; they differ between identical runs.
 TIMING_COLUMNS = ("test_forward_s", "epoch_time_s", "eval_time_s", "peak_memory_mb")
 SUMMARY_FILE = "summary.json"
+RUN_LINK_FILE = "run_link.json"
 METRICS_FILE = "metrics.csv"
 LAST_CHECKPOINT = "last.pt"
 BEST_CHECKPOINT = "best.pt"
@@ -75,6 +76,19 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 def run_key(config: dict[str, Any]) -> str:
     """Return a short hash identifying a run's computation, for finding it again on resume."""
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def write_run_link(run_dir: Path, target: Path) -> None:
+    """Record in run_dir that its run lives on in target (a resumed or already completed run)."""
+    write_text_atomically(run_dir / RUN_LINK_FILE, json.dumps({"run_dir": str(target.resolve())}) + "\n")
+
+
+def linked_run_dir(run_dir: Path) -> Path | None:
+    """Return the run directory run_dir's run_link.json points to, if it has a readable one."""
+    try:
+        return Path(json.loads((run_dir / RUN_LINK_FILE).read_text())["run_dir"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def find_previous_run(output_root: Path, key: str, exclude: Path) -> Path | None:

@@ -22,7 +22,7 @@ from noderun.errors import UserError
 from noderun.measure import NFECounter, peak_memory_mb, reset_peak_memory
 from noderun.models import build_model, count_parameters
 from noderun.records import (BEST_CHECKPOINT, LAST_CHECKPOINT, find_previous_run, read_summary, run_key,
-                             save_checkpoint, write_metrics, write_summary)
+                             save_checkpoint, write_metrics, write_run_link, write_summary)
 from noderun.solvers import SolverSpec, validate_solver
 from noderun.train import TrainingFailure, evaluate, lr_at_epoch, train_epoch
 
@@ -153,6 +153,8 @@ class Run:
             validate_config(self.cfg)
             previous = _resume_dir(self.cfg, self.run_dir, key)
             if previous is not None:
+                # The new directory points to the run it stands for, so a sweep's report still finds it.
+                write_run_link(self.run_dir, previous)
                 if read_summary_status(previous) == "completed":
                     log.info("resume: this run already completed in %s; nothing to do", previous)
                     return EXIT_OK
@@ -206,8 +208,6 @@ class Run:
     def _train(self) -> int:
         cfg, t = self.cfg, self.cfg.trainer
         _install_sigterm_handler()
-        if cfg.get("threads"):
-            torch.set_num_threads(int(cfg.threads))
         device = choose_device(str(cfg.device))
         data = load_data(cfg, device)
         torch.manual_seed(cfg.seed)
@@ -216,7 +216,7 @@ class Run:
         optimizer = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum,
                                     weight_decay=t.weight_decay)
         params = count_parameters(model)
-        self.summary.update(device=str(device), params=params, train_size=len(data.train),
+        self.summary.update(device=str(device), torch_threads=torch.get_num_threads(), params=params, train_size=len(data.train),
                             test_size=len(data.test), data_source=data.source,
                             peak_memory_kind="cuda_max_allocated" if device.type == "cuda" else "cpu_max_rss")
         log.info("model %s: %d parameters (%.3f M); data %s from %s: %d train, %d val, %d test; device %s",

@@ -169,7 +169,7 @@ def test_training_failure_is_recorded_with_its_reason(mnist_root, tmp_path, args
 def test_sweep_prints_a_summary_table(mnist_root, tmp_path):
     result = run_noderun(["-m", "model=mlp,rknet", *SMALL], mnist_root, tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "2 completed runs, 0 left out" in result.stdout
+    assert "2 completed, 0 failed" in result.stdout
     assert "| MLP |" in result.stdout and "| RK-Net |" in result.stdout
     assert len(list((tmp_path / "outputs" / "multirun").glob("*/*/summary.json"))) == 2
 

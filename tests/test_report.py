@@ -68,7 +68,7 @@ def test_report_over_a_real_sweep_writes_every_file_and_the_recomputed_numbers(s
         assert (out / name).exists(), name
         assert name == "not_completed.txt" or (out / name).stat().st_size > 0, name
     assert (out / "not_completed.txt").read_text() == ""
-    assert "8 completed runs, 0 left out" in result.stdout
+    assert "8 completed, 0 failed, 0 interrupted, 0 running, 0 unreadable" in result.stdout
     assert "| ODE-Net | 2 |" in result.stdout and "| MLP | 2 |" in result.stdout
     assert_table_matches(out / "table1.csv", expected_table(summaries(sweep)))
     assert len(pd.read_csv(out / "runs.csv")) == 8
@@ -93,7 +93,7 @@ def test_broken_and_failed_runs_are_listed_and_left_out(sweep, mnist_root, tmp_p
     listed = (out / "not_completed.txt").read_text()
     assert str(victim.parent) in listed and "unreadable" in listed
     assert "failed" in listed and "loss became" in listed
-    assert "7 completed runs, 2 left out" in result.stdout
+    assert "7 completed, 1 failed, 0 interrupted, 0 running, 1 unreadable" in result.stdout
     expected = expected_table(summaries_without(broken, victim.parent))
     assert_table_matches(out / "table1.csv", expected)
     assert pd.read_csv(out / "table1.csv").set_index("model").loc["ODE-Net", "seeds"] == 1

@@ -24,6 +24,13 @@ def not_completed_lines(run_set: RunSet) -> list[str]:
     return lines + [f"{run_dir}: unreadable ({why})" for run_dir, why in run_set.unreadable]
 
 
+def status_counts(run_set: RunSet) -> str:
+    """Return e.g. '7 completed, 1 failed, 0 interrupted, 0 running, 0 unreadable'."""
+    statuses = run_set.runs["status"].value_counts() if len(run_set.runs) else {}
+    counts = [f"{int(statuses.get(s, 0))} {s}" for s in ("completed", "failed", "interrupted", "running")]
+    return ", ".join(counts + [f"{len(run_set.unreadable)} unreadable"])
+
+
 def build_report(paths: list[Path], out_dir: Path) -> tuple[str, RunSet]:
     """Write runs.csv, table1.{csv,md,tex}, not_completed.txt and the figures to out_dir; return the text
     to print and the runs. Raises LookupError when the paths hold no runs at all."""
@@ -41,9 +48,7 @@ def build_report(paths: list[Path], out_dir: Path) -> tuple[str, RunSet]:
     table = table1(run_set)
     text = write_table1(table, out_dir) if not table.empty else "(no completed runs: no table)"
     figures = write_figures(run_set, out_dir)
-    completed = len(run_set.completed)
-    lines = [f"{completed} completed runs, {len(problems)} left out; report in {out_dir} "
-             f"({len(figures)} figure files)", text]
+    lines = [f"{status_counts(run_set)}; report in {out_dir} ({len(figures)} figure files)", text]
     if problems:
         lines += ["not completed (left out of the means):", *problems]
     return "\n".join(lines), run_set

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import OmegaConf
 
-from noderun.records import METRICS_FILE, SUMMARY_FILE
+from noderun.records import METRICS_FILE, RUN_LINK_FILE, SUMMARY_FILE, linked_run_dir
 from noderun.report.paper import ODE_MODELS
 
 # Config keys that never distinguish one experiment from another (where things live, how they show).
@@ -58,11 +58,17 @@ def _flat_config(run_dir: Path, model: str) -> dict[str, object]:
 
 
 def find_run_dirs(paths: list[Path]) -> list[Path]:
-    """Return every directory at or below the paths that holds a summary.json, in order."""
+    """Return every directory at or below the paths that holds a summary.json, and every run a
+    run_link.json below them points to (a sweep re-run with resume=true), each once, in order."""
     found: list[Path] = []
     for root in paths:
-        candidates = [root] if (root / SUMMARY_FILE).exists() else sorted(p.parent for p in root.glob(f"**/{SUMMARY_FILE}"))
-        found += [c for c in candidates if c not in found]
+        if (root / SUMMARY_FILE).exists():
+            candidates = [root]
+        else:
+            candidates = sorted(p.parent for p in root.glob(f"**/{SUMMARY_FILE}"))
+            candidates += [d for d in map(linked_run_dir, sorted(p.parent for p in root.glob(f"**/{RUN_LINK_FILE}")))
+                           if d is not None and (d / SUMMARY_FILE).exists()]
+        found += [c for c in candidates if c.resolve() not in {f.resolve() for f in found}]
     return found
 
 
