@@ -57,7 +57,7 @@ def check_output_dirs(args: list[str]) -> None:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def _app(cfg: DictConfig) -> int:
-    from noderun.run import EXIT_OK, Run  # torch is imported only once a run really starts
+    from noderun.run import EXIT_INTERRUPTED, EXIT_OK, Run  # torch is imported only once a run really starts
 
     hydra_cfg = HydraConfig.get()
     threads = threads_per_job(cfg.get("threads"), hydra_cfg.get("launcher"))
@@ -67,8 +67,9 @@ def _app(cfg: DictConfig) -> int:
         torch.set_num_threads(threads)
     run = Run(cfg, Path(hydra_cfg.runtime.output_dir), list(hydra_cfg.overrides.task))
     code = run.execute()
-    if hydra_cfg.mode == RunMode.MULTIRUN:
-        # In a sweep a failed run is recorded, not raised, so that the other runs and the summary go on.
+    if hydra_cfg.mode == RunMode.MULTIRUN and code != EXIT_INTERRUPTED:
+        # In a sweep a failed run is recorded, not raised, so that the other runs and the summary go on;
+        # an interrupt (Ctrl-C, SIGTERM) stops the sweep.
         return code
     if code != EXIT_OK:
         sys.exit(code)
