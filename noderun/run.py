@@ -60,7 +60,11 @@ def validate_config(cfg: DictConfig) -> None:
     if cfg.dataset.name not in IMAGE_DATASETS:
         raise UserError(f"dataset={cfg.dataset.name} has no Table-1 classifier; the MNIST models take "
                         f"dataset={' or dataset='.join(IMAGE_DATASETS)}")
-    solver_spec(cfg)
+    spec = solver_spec(cfg)
+    backprop_through_solver = cfg.model.name == "rknet" or not cfg.model.get("adjoint", True)
+    if spec.method == "scipy_solver" and cfg.model.name in ODE_MODELS and backprop_through_solver:
+        raise UserError("solver=scipy_solver gives no gradients to backpropagate through; use it with "
+                        "model=odenet model.adjoint=true, or choose a torchdiffeq solver")
 
 
 def choose_device(name: str) -> torch.device:

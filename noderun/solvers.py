@@ -43,7 +43,7 @@ class SolverSpec:
         if self.fixed_grid:
             return {"step_size": self.step_size} if self.step_size is not None else {}
         if self.method == "scipy_solver":
-            return {"solver": self.scipy_method or "LSODA"}
+            return {"solver": self.scipy_method or "RK45"}
         return {"max_num_steps": self.max_num_steps} if self.max_num_steps else {}
 
     def adjoint_options(self) -> dict:
