@@ -65,8 +65,13 @@ def _app(cfg: DictConfig) -> int:
         import torch
 
         torch.set_num_threads(threads)
-    run = Run(cfg, Path(hydra_cfg.runtime.output_dir), list(hydra_cfg.overrides.task))
-    code = run.execute()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    if cfg.get("task", "train") == "train":
+        code = Run(cfg, run_dir, list(hydra_cfg.overrides.task)).execute()
+    else:
+        from noderun.tasks import run_task
+
+        code = run_task(cfg, run_dir)
     if hydra_cfg.mode == RunMode.MULTIRUN and code != EXIT_INTERRUPTED:
         # In a sweep a failed run is recorded, not raised, so that the other runs and the summary go on;
         # an interrupt (Ctrl-C, SIGTERM) stops the sweep.

@@ -14,7 +14,8 @@ import torch
 
 METRICS_COLUMNS = (
     "epoch", "lr", "train_loss", "train_acc", "val_acc", "test_acc", "nfe_forward", "nfe_backward",
-    "nfe_forward_eval", "test_forward_s", "epoch_time_s", "eval_time_s", "peak_memory_mb",
+    "nfe_forward_eval", "test_forward_s", "epoch_time_s", "eval_time_s", "peak_memory_mb", "saved_mb",
+    "flops_per_step",
 )
 # Columns that measure the machine rather than the computation; they differ between identical runs.
 TIMING_COLUMNS = ("test_forward_s", "epoch_time_s", "eval_time_s", "peak_memory_mb")

@@ -10,7 +10,7 @@ import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torchdiffeq
@@ -31,8 +31,9 @@ log = logging.getLogger("noderun")
 IMAGE_DATASETS = ("mnist", "fashion_mnist")
 ODE_MODELS = ("rknet", "odenet")
 EXIT_OK, EXIT_FAILED, EXIT_USER_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
-# Config keys that change where things are kept or shown, not what is computed: left out of the run key.
-_NOT_IN_KEY = ("resume", "paths", "device")
+# Config keys that change where things are kept or shown, not what is computed, and the other tasks'
+# keys (constant for training): left out of the run key.
+_NOT_IN_KEY = ("resume", "paths", "device", "task", "ckpt")
 _DATASET_KEYS_NOT_IN_KEY = ("root", "sources", "download_timeout_s")
 
 
@@ -80,6 +81,7 @@ def key_config(cfg: DictConfig) -> dict[str, Any]:
     for key in _NOT_IN_KEY:
         plain.pop(key, None)
     plain["trainer"].pop("progress", None)
+    plain["trainer"].pop("measure_step", None)
     for key in _DATASET_KEYS_NOT_IN_KEY:
         plain["dataset"].pop(key, None)
     return plain
@@ -104,7 +106,8 @@ def _raise_interrupted(signum, frame):
     raise _Interrupted(f"received signal {signum}")
 
 
-def _install_sigterm_handler() -> None:
+def install_sigterm_handler() -> None:
+    """Turn SIGTERM into an exception (in the main thread), so a run or task records itself before it stops."""
     try:
         signal.signal(signal.SIGTERM, _raise_interrupted)
     except ValueError:  # not the main thread (a launcher's worker): the launcher handles signals
@@ -151,35 +154,29 @@ class Run:
 
     def execute(self) -> int:
         """Validate, train, evaluate and record; never lets an error leave the run undocumented."""
-        try:
-            key = run_key(key_config(self.cfg))
-            self.summary = self._initial_summary(key)
-            validate_config(self.cfg)
-            previous = _resume_dir(self.cfg, self.run_dir, key)
-            if previous is not None:
-                # The new directory points to the run it stands for, so a sweep's report still finds it.
-                write_run_link(self.run_dir, previous)
-                if read_summary_status(previous) == "completed":
-                    log.info("resume: this run already completed in %s; nothing to do", previous)
-                    return EXIT_OK
-                log.info("resume: continuing the run in %s", previous)
-                self.run_dir = previous
-                _log_also_to(previous / "noderun.log")
-            return self._train()
-        except UserError as err:
-            return self._finish("failed", str(err), EXIT_USER_ERROR, user_error=True)
-        except TrainingFailure as err:
-            return self._finish("failed", str(err), EXIT_FAILED)
-        except KeyboardInterrupt as err:
-            return self._finish("interrupted", str(err) or "interrupted by the user", EXIT_INTERRUPTED)
-        except Exception as err:  # a solver's or the library's own error: record it, don't lose the run
-            log_to_file(logging.ERROR, "run failed", exc_info=True)
-            return self._finish("failed", f"{type(err).__name__}: {err}", EXIT_FAILED)
+        return run_guarded(self._start, self._finish)
+
+    def _start(self) -> int:
+        key = run_key(key_config(self.cfg))
+        self.summary = self._initial_summary(key)
+        validate_config(self.cfg)
+        previous = _resume_dir(self.cfg, self.run_dir, key)
+        if previous is not None:
+            # The new directory points to the run it stands for, so a sweep's report still finds it.
+            write_run_link(self.run_dir, previous)
+            if read_summary_status(previous) == "completed":
+                log.info("resume: this run already completed in %s; nothing to do", previous)
+                return EXIT_OK
+            log.info("resume: continuing the run in %s", previous)
+            self.run_dir = previous
+            _log_also_to(previous / "noderun.log")
+        return self._train()
 
     def _initial_summary(self, key: str) -> dict[str, Any]:
         cfg = self.cfg
         ode = cfg.model.name in ODE_MODELS
         return {
+            "task": "train",
             "model": cfg.model.name,
             "solver": cfg.solver.method if ode else None,
             "rtol": cfg.solver.rtol if ode else None,
@@ -202,6 +199,7 @@ class Run:
             "test_error": None, "val_error": None, "final_test_error": None,
             "nfe_forward": None, "nfe_backward": None, "nfe_forward_eval": None,
             "train_time_s": None, "peak_memory_mb": None, "peak_memory_kind": None,
+            "saved_mb": None, "flops_per_step": None, "achieved_gflops": None,
             "status": "running", "reason": None,
             "run_key": key,
             "overrides": self.overrides,
@@ -211,7 +209,7 @@ class Run:
 
     def _train(self) -> int:
         cfg, t = self.cfg, self.cfg.trainer
-        _install_sigterm_handler()
+        install_sigterm_handler()
         device = choose_device(str(cfg.device))
         data = load_data(cfg, device)
         torch.manual_seed(cfg.seed)
@@ -238,7 +236,7 @@ class Run:
             reset_peak_memory(device)
             batches = training_batches(data.train, t.batch_size, epoch_generator(cfg.seed, epoch), padding)
             stats = train_epoch(model, optimizer, batches, num_batches, counter,
-                                f"epoch {epoch + 1}/{t.epochs}", bool(t.progress))
+                                f"epoch {epoch + 1}/{t.epochs}", bool(t.progress), bool(t.get("measure_step", True)))
             row = self._evaluate(model, data, counter, epoch, lr, stats, device)
             self._record_epoch(model, optimizer, row)
         return self._finish("completed", None, EXIT_OK)
@@ -256,6 +254,8 @@ class Run:
             "nfe_forward_eval": round(nfe_eval, 4), "test_forward_s": round(test_forward_s, 5),
             "epoch_time_s": round(stats.time_s, 3),
             "eval_time_s": round(time.perf_counter() - start, 3), "peak_memory_mb": round(peak_memory_mb(device), 1),
+            "saved_mb": round(stats.saved_bytes / 2**20, 3) if stats.flops else None,
+            "flops_per_step": stats.flops or None,
         }
         log.info("epoch %d: lr %.4g loss %.4f train acc %.4f val acc %s test acc %.4f NFE-F %.1f NFE-B %.1f "
                  "time %.1fs + eval %.1fs", row["epoch"], lr, stats.loss, stats.accuracy,
@@ -313,26 +313,61 @@ class Run:
             nfe_forward_eval=last["nfe_forward_eval"],
             train_time_s=round(sum(r["epoch_time_s"] for r in self.records), 3),
             peak_memory_mb=max(r["peak_memory_mb"] for r in self.records),
+            saved_mb=last.get("saved_mb"), flops_per_step=last.get("flops_per_step"),
+            achieved_gflops=self._achieved_gflops(last),
         )
 
+    def _achieved_gflops(self, row: dict[str, Any]) -> float | None:
+        """Return an epoch's FLOPs per second of training in GFLOP/s: its first step's FLOPs times its
+        steps over its training time. Exact for fixed grids up to a smaller last batch; with adaptive
+        solvers other steps' FLOPs differ with their NFE, so it is an estimate there."""
+        if not row.get("flops_per_step") or not row["epoch_time_s"] or not self.summary.get("train_size"):
+            return None
+        steps = -(-self.summary["train_size"] // self.cfg.trainer.batch_size)
+        return round(row["flops_per_step"] * steps / row["epoch_time_s"] / 1e9, 3)
+
     def _finish(self, status: str, reason: str | None, code: int, user_error: bool = False) -> int:
-        if reason:
-            # One line on stderr for the user; the log keeps the details.
-            print(f"noderun: {'error' if user_error else status}: {reason}", file=sys.stderr)
-            log_to_file(logging.INFO, f"run {status}: {reason}")
-        if self.summary:
-            self.summary.update(status=status, reason=reason,
-                                finished=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-            try:
-                write_summary(self.run_dir, self.summary)
-            except OSError as err:
-                print(f"noderun: error: could not write {self.run_dir / 'summary.json'}: {err}",
-                      file=sys.stderr)
+        record_end(self.run_dir, self.summary, status, reason, user_error)
         if status == "completed":
             log.info("run completed: test error %.2f%% at best epoch %s (by %s); written to %s",
                      self.summary["test_error"], self.summary["best_epoch"], self.summary["selected_by"],
                      self.run_dir)
         return code
+
+
+def run_guarded(work: Callable[[], int], finish: Callable[..., int]) -> int:
+    """Return work()'s exit code; when it raises, return finish(status, reason, code, user_error=...)'s.
+
+    A UserError is the user's mistake (exit 2); a TrainingFailure, or any other error (a solver's,
+    the library's: its traceback goes to the log file), a failure (exit 1); Ctrl-C or SIGTERM an
+    interruption (exit 130).
+    """
+    try:
+        return work()
+    except UserError as err:
+        return finish("failed", str(err), EXIT_USER_ERROR, user_error=True)
+    except TrainingFailure as err:
+        return finish("failed", str(err), EXIT_FAILED)
+    except KeyboardInterrupt as err:
+        return finish("interrupted", str(err) or "interrupted by the user", EXIT_INTERRUPTED)
+    except Exception as err:  # a solver's or the library's own error: record it, don't lose the run
+        log_to_file(logging.ERROR, "run failed", exc_info=True)
+        return finish("failed", f"{type(err).__name__}: {err}", EXIT_FAILED)
+
+
+def record_end(run_dir: Path, summary: dict[str, Any], status: str, reason: str | None,
+               user_error: bool = False) -> None:
+    """Say in one line on stderr why a run or task ended short of completion (the log keeps the
+    details), and write its status, reason and end time into its summary.json."""
+    if reason:
+        print(f"noderun: {'error' if user_error else status}: {reason}", file=sys.stderr)
+        log_to_file(logging.INFO, f"run {status}: {reason}")
+    if summary:
+        summary.update(status=status, reason=reason, finished=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        try:
+            write_summary(run_dir, summary)
+        except OSError as err:
+            print(f"noderun: error: could not write {run_dir / 'summary.json'}: {err}", file=sys.stderr)
 
 
 def _log_also_to(path: Path) -> None:

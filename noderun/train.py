@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from itertools import chain
 from typing import Iterable
 
 import torch
@@ -12,7 +13,7 @@ from torch import nn
 from tqdm import tqdm
 
 from noderun.data.batches import ImageSplit, evaluation_batches
-from noderun.measure import NFECounter
+from noderun.measure import FlopCount, NFECounter, SavedTensorBytes
 
 
 class TrainingFailure(Exception):
@@ -31,23 +32,52 @@ def lr_at_epoch(base_lr: float, epoch: int, epochs: int, decay_fractions: Iterab
 
 @dataclass
 class TrainStats:
-    """Means over one epoch's training batches."""
+    """Means over one epoch's training batches, and what one training step on its first batch saves
+    and computes."""
 
     loss: float
     accuracy: float
     nfe_forward: float
     nfe_backward: float
-    time_s: float
+    time_s: float  # the training steps only: the measured step below is not in it
+    saved_bytes: int = 0  # held for the backward pass by the step's forward and loss (SavedTensorBytes)
+    flops: int = 0  # of the step's forward and backward pass (FlopCount)
+
+
+def measure_step(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> tuple[int, int]:
+    """Return (bytes saved for the backward pass, FLOPs) of one training step on the batch.
+
+    The step runs forward, loss and backward under the counters and leaves the weights as they were
+    (no optimizer step; the gradients are cleared), so that training is unchanged by it and its time,
+    which the counters' hooks inflate, is charged to no epoch.
+    """
+    with FlopCount() as flops:
+        with SavedTensorBytes() as saved:
+            loss = nn.functional.cross_entropy(model(images), labels)
+        loss.backward()
+    model.zero_grad(set_to_none=True)
+    return saved.bytes, flops.total
 
 
 def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Iterable, num_batches: int,
-                counter: NFECounter, description: str, progress: bool) -> TrainStats:
-    """Train over the batches once; raise TrainingFailure when the loss stops being finite."""
+                counter: NFECounter, description: str, progress: bool, measure: bool = True) -> TrainStats:
+    """Train over the batches once; raise TrainingFailure when the loss stops being finite.
+
+    With `measure`, one extra step on the first batch is measured first (measure_step), outside the
+    epoch's time and NFE means.
+    """
     model.train()
     loss_fn = nn.CrossEntropyLoss()
     sums = {"loss": 0.0, "correct": 0, "seen": 0, "nfe_f": 0, "nfe_b": 0}
+    batches = iter(batches)
+    first = next(batches, None)
+    if first is None:
+        raise TrainingFailure("the training split gave no batch")
+    saved_bytes, flops = measure_step(model, *first) if measure else (0, 0)
+    counter.take()  # the measured step's evaluations belong to no training step
     start = time.perf_counter()
-    bar = tqdm(batches, total=num_batches, desc=description, leave=False, disable=not progress or None)
+    bar = tqdm(chain([first], batches), total=num_batches, desc=description, leave=False,
+               disable=not progress or None)
     for step, (images, labels) in enumerate(bar, start=1):
         optimizer.zero_grad(set_to_none=True)
         counter.take()
@@ -69,7 +99,7 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Ite
     elapsed = time.perf_counter() - start
     seen, batches_done = max(sums["seen"], 1), max(num_batches, 1)
     return TrainStats(sums["loss"] / seen, sums["correct"] / seen, sums["nfe_f"] / batches_done,
-                      sums["nfe_b"] / batches_done, elapsed)
+                      sums["nfe_b"] / batches_done, elapsed, saved_bytes, flops)
 
 
 @torch.no_grad()

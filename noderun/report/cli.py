@@ -35,7 +35,7 @@ def build_report(paths: list[Path], out_dir: Path) -> tuple[str, RunSet]:
     """Write runs.csv, table1.{csv,md,tex}, not_completed.txt and the figures to out_dir; return the text
     to print and the runs. Raises LookupError when the paths hold no runs at all."""
     run_set = collect_runs(paths)
-    if run_set.runs.empty and not run_set.unreadable:
+    if run_set.runs.empty and not run_set.unreadable and not run_set.tasks:
         raise LookupError(f"no runs found under {', '.join(map(str, paths))} (no summary.json below them)")
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in REPORT_FILES:  # a report rewritten over fewer runs must not keep an older figure

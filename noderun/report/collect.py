@@ -21,10 +21,12 @@ ODE_ONLY_PREFIXES = ("solver.", "model.adjoint", "model.t1")
 
 @dataclass
 class RunSet:
-    """Every run found: the readable ones as a table, and the unreadable ones with the reason."""
+    """Every run found: the readable training runs as a table, the unreadable ones with the reason, and
+    the measurement tasks (memory, gradcheck, tolerance), which are no part of Table 1."""
 
     runs: pd.DataFrame
     unreadable: list[tuple[str, str]] = field(default_factory=list)
+    tasks: list[dict] = field(default_factory=list)  # each task's summary.json, with its run_dir
     varying: list[str] = field(default_factory=list)  # config keys that differ between completed runs
 
     @property
@@ -74,10 +76,13 @@ def find_run_dirs(paths: list[Path]) -> list[Path]:
 
 def collect_runs(paths: list[Path]) -> RunSet:
     """Read every run below the paths into a RunSet; a run that cannot be read is listed, not fatal."""
-    rows, unreadable = [], []
+    rows, unreadable, tasks = [], [], []
     for run_dir in find_run_dirs(paths):
         try:
             summary = json.loads((run_dir / SUMMARY_FILE).read_text())
+            if isinstance(summary, dict) and summary.get("task", "train") != "train":
+                tasks.append({**summary, "run_dir": str(run_dir)})
+                continue
             if not isinstance(summary, dict) or "model" not in summary:
                 raise ValueError("not a noderun summary")
             config = _flat_config(run_dir, summary["model"])
@@ -86,7 +91,7 @@ def collect_runs(paths: list[Path]) -> RunSet:
             continue
         rows.append({**summary, **{f"config.{k}": v for k, v in config.items()}, "run_dir": str(run_dir)})
     runs = pd.DataFrame(rows)
-    run_set = RunSet(runs=runs, unreadable=unreadable)
+    run_set = RunSet(runs=runs, unreadable=unreadable, tasks=tasks)
     run_set.varying = _varying_config_keys(run_set.completed)
     return run_set
 

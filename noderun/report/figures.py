@@ -16,7 +16,8 @@ from noderun.report.collect import RunSet, read_metrics  # noqa: E402
 from noderun.report.paper import MODEL_COLORS, MODEL_LABELS, ODE_MODELS, model_rank  # noqa: E402
 
 
-def _save(fig, out_dir: Path, name: str) -> list[Path]:
+def save_figure(fig, out_dir: Path, name: str) -> list[Path]:
+    """Write the figure as out_dir/name.png and .pdf, close it, and return the two paths."""
     paths = [out_dir / f"{name}.png", out_dir / f"{name}.pdf"]
     fig.tight_layout()
     for path in paths:
@@ -71,7 +72,7 @@ def accuracy_figure(run_set: RunSet, out_dir: Path) -> list[Path]:
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=8)
     fig.suptitle("mean over seeds; band: lowest to highest seed", fontsize=9)
-    return _save(fig, out_dir, "accuracy")
+    return save_figure(fig, out_dir, "accuracy")
 
 
 def nfe_epoch_figure(run_set: RunSet, out_dir: Path) -> list[Path]:
@@ -87,7 +88,7 @@ def nfe_epoch_figure(run_set: RunSet, out_dir: Path) -> list[Path]:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(fig, out_dir, "nfe_forward_per_epoch")
+    return save_figure(fig, out_dir, "nfe_forward_per_epoch")
 
 
 def nfe_backward_figure(run_set: RunSet, out_dir: Path) -> list[Path]:
@@ -108,7 +109,7 @@ def nfe_backward_figure(run_set: RunSet, out_dir: Path) -> list[Path]:
            ylabel="NFE backward (adjoint, mean per batch)", xlim=(0, top), ylim=(0, top))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(fig, out_dir, "nfe_backward_vs_forward")
+    return save_figure(fig, out_dir, "nfe_backward_vs_forward")
 
 
 def tolerance_figures(run_set: RunSet, out_dir: Path) -> list[Path]:
@@ -144,12 +145,14 @@ def tolerance_figures(run_set: RunSet, out_dir: Path) -> list[Path]:
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    return _save(fig, out_dir, "tolerance_nfe")
+    return save_figure(fig, out_dir, "tolerance_nfe")
 
 
 def write_figures(run_set: RunSet, out_dir: Path) -> list[Path]:
     """Draw every figure the runs allow; return the files written."""
+    from noderun.report.task_figures import tolerance_task_figures  # it builds on this module
+
     paths: list[Path] = []
-    for draw in (accuracy_figure, nfe_epoch_figure, nfe_backward_figure, tolerance_figures):
+    for draw in (accuracy_figure, nfe_epoch_figure, nfe_backward_figure, tolerance_figures, tolerance_task_figures):
         paths += draw(run_set, out_dir)
     return paths

@@ -1,0 +1,98 @@
+"""`noderun experiment=memory`: memory against depth for ResNet, RK-Net and ODE-Net (Table 1's memory
+column: O(L), O(L̃) and O(1)), measured on one training step of one real batch at each depth."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from noderun.errors import UserError
+from noderun.measure import NFECounter, SavedTensorBytes, peak_memory_mb, reset_peak_memory
+from noderun.models import DOWNSAMPLING, build_model
+from noderun.models.resnet import build_resnet
+from noderun.solvers import FIXED_GRID_METHODS, SolverSpec
+from noderun.tasks.common import task_settings, training_batch, write_table
+
+log = logging.getLogger("noderun")
+
+MODELS = ("resnet", "rknet", "odenet")
+CSV_FILE = "memory.csv"
+
+
+def checked_settings(settings: DictConfig) -> tuple[list[int], str, int, str]:
+    """Return (steps, method, batch_size, downsampling) of the memory settings, or raise UserError."""
+    steps = list(settings.steps)
+    if not steps or not all(isinstance(n, int) and n >= 1 for n in steps):
+        raise UserError(f"memory.steps={steps} is invalid; use a list of whole numbers >= 1, e.g. [1,2,4,8]")
+    if settings.method not in FIXED_GRID_METHODS:
+        raise UserError(f"memory.method={settings.method!r} is invalid; depth needs a fixed grid: choose one of: "
+                        f"{', '.join(FIXED_GRID_METHODS)}")
+    if not isinstance(settings.batch_size, int) or settings.batch_size < 1:
+        raise UserError(f"memory.batch_size={settings.batch_size} is invalid; use a whole number >= 1")
+    if settings.downsampling not in DOWNSAMPLING:
+        raise UserError(f"memory.downsampling={settings.downsampling!r} is invalid; choose one of: "
+                        f"{', '.join(DOWNSAMPLING)}")
+    return sorted(set(steps)), str(settings.method), settings.batch_size, str(settings.downsampling)
+
+
+def model_of_depth(name: str, depth: int, method: str, downsampling: str) -> nn.Module:
+    """Return the model with `depth` solver steps on [0, 1] (rknet, odenet) or `depth` residual blocks
+    (resnet), all with the same downsampling and head."""
+    if name == "resnet":
+        return build_resnet(downsampling, blocks=depth)
+    return build_model(name, SolverSpec(method=method, step_size=1 / depth), downsampling)
+
+
+def step_memory(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, device: torch.device) -> dict[str, Any]:
+    """Return what one training step (forward, loss, backward) of the model holds and costs: the MiB
+    saved for the backward pass, the CUDA allocator's peak MiB during the step (NaN on the CPU), NFE
+    forward and backward, and wall seconds."""
+    counter = NFECounter(model)
+    counter.take()
+    reset_peak_memory(device)
+    start = time.perf_counter()
+    with SavedTensorBytes() as saved:
+        loss = nn.functional.cross_entropy(model(images), labels)
+    nfe_forward = counter.take()
+    loss.backward()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return {"saved_mb": round(saved.mib, 4),
+            "cuda_peak_mb": round(peak_memory_mb(device), 1) if device.type == "cuda" else math.nan,
+            "nfe_forward": nfe_forward, "nfe_backward": counter.take(),
+            "step_time_s": round(time.perf_counter() - start, 4)}
+
+
+def measure(cfg: DictConfig, run_dir: Path, device: torch.device, summary: dict[str, Any]) -> None:
+    """Write memory.csv (one row per model and depth) and the memory-against-depth figure."""
+    from noderun.report.task_figures import memory_figure  # matplotlib only once there is something to draw
+
+    steps, method, batch_size, downsampling = checked_settings(task_settings(cfg))
+    images, labels = training_batch(cfg, batch_size, device)
+    for name in MODELS:  # untimed: one-off setup (kernels for the batch's shapes) is charged to no depth
+        step_memory(model_of_depth(name, steps[0], method, downsampling).to(device), images, labels, device)
+    rows = []
+    for depth in steps:
+        for name in MODELS:
+            torch.manual_seed(cfg.seed)
+            model = model_of_depth(name, depth, method, downsampling).to(device).train()
+            row = {"model": name, "depth": depth, "method": None if name == "resnet" else method,
+                   "batch_size": len(labels), **step_memory(model, images, labels, device)}
+            log.info("memory: %s depth %d: %.2f MiB saved, NFE %d/%d, %.2f s", name, depth, row["saved_mb"],
+                     row["nfe_forward"], row["nfe_backward"], row["step_time_s"])
+            rows.append(row)
+            del model
+    table = pd.DataFrame(rows)
+    write_table(run_dir, CSV_FILE, table, summary)
+    summary["files"] += [p.name for p in memory_figure(table, run_dir)]
+    summary.update(method=method, batch_size=len(labels), downsampling=downsampling, steps=steps,
+                   saved_mb={name: dict(zip(map(str, group["depth"]), group["saved_mb"]))
+                             for name, group in table.groupby("model", sort=False)})
