@@ -116,3 +116,25 @@ def tolerance_task_figures(run_set: RunSet, out_dir: Path) -> list[Path]:
         model = task.get("model", "odenet")
         tables.append((f"{MODEL_LABELS.get(model, model)} {source}", model, table))
     return figure3_abc(tables, out_dir) if tables else []
+
+
+def solver_accuracy_figure(exact: tuple, times, curves: dict, table: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """Left: chosen solvers' solutions at `times` against the exact one, given as (fine times, values)
+    (the seed document's Figure 2). Right: maximum error against NFE for every solver and step size
+    or tolerance."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.4))
+    left.plot(*exact, color="black", lw=2, label="exact: e^(t/2) sin 5t")
+    for i, (label, solution) in enumerate(curves.items()):
+        left.plot(times, solution, "o--", ms=2.5, color=plt.cm.tab10((i + 4) % 10), lw=1, label=label)
+    left.set(title="Solutions of dy/dt = y - e^(t/2) sin(5t)/2 + 5 e^(t/2) cos(5t), y(0) = 0", xlabel="t", ylabel="y(t)")
+    for i, (method, group) in enumerate(table.groupby("method", sort=False)):
+        right.loglog(group["nfe"], group["max_abs_error"].clip(lower=1e-17), "o-", ms=4,
+                     color=plt.cm.tab20(i % 20), label=method)
+    # A diverged solver (explicit_adams at large steps reaches 1e14) would flatten every other line.
+    right.set_ylim(top=min(right.get_ylim()[1], 1e3))
+    right.set(title="Accuracy against cost (points: step sizes or tolerances)", xlabel="NFE",
+              ylabel="maximum absolute error on the output grid (cut at 1e3)")
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    return save_figure(fig, out_dir, "solver_accuracy")

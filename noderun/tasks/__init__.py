@@ -8,11 +8,11 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from noderun.errors import UserError
-from noderun.tasks import gradcheck, memory, tolerance
+from noderun.tasks import gradcheck, memory, solver_accuracy, tolerance
 from noderun.tasks.common import TaskWork, run_recorded
 
 TASKS: dict[str, TaskWork] = {"memory": memory.measure, "gradcheck": gradcheck.measure,
-                              "tolerance": tolerance.measure}
+                              "tolerance": tolerance.measure, "solver_accuracy": solver_accuracy.measure}
 
 
 def run_task(cfg: DictConfig, run_dir: Path) -> int:

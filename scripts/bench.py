@@ -1,0 +1,284 @@
+"""Time the training step of noderun's models against a plain baseline loop, on real MNIST.
+
+For each model, two loops train the same architecture from the same initial weights on the same
+images, in this process, one after the other:
+
+- noderun: batches cut from tensors in memory (noderun.data.batches), noderun's model and solver
+  options as the run's config would build them;
+- baseline: the common way, torchvision's MNIST dataset with per-sample RandomCrop + ToTensor through
+  a DataLoader, default memory format, torchdiffeq's default adjoint options.
+
+Each step (data, forward, backward, optimizer step) is timed with time.perf_counter after warm-up
+steps; the median over the timed steps is reported with images/s, NFE forward and backward (means),
+FLOPs of one step (torch.utils.flop_counter's formulas: matmuls and convolutions only) and achieved GFLOP/s.
+The machine's attainable FLOP/s is measured (a large matmul and the models' own convolution shapes), so each figure
+can be read as a fraction of it. Writes bench.json and bench.md to --out and prints the table.
+
+It also estimates the share of a full-protocol epoch spent evaluating (5,000 validation and 10,000 test
+images against 55,000 training images, from measured per-batch times) and, for ODE-Net, the backward NFE
+with the seminorm adjoint against the default one (same weights and batches).
+
+Example: python scripts/bench.py --models resnet,rknet,odenet --steps 10 --out outputs/bench
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from noderun.data.batches import epoch_generator, training_batches
+from noderun.data.image_data import load_image_data
+from noderun.measure import FlopCount, NFECounter
+from noderun.models import build_model
+from noderun.solvers import SolverSpec
+from noderun.train import evaluate
+
+DEFAULT_SOLVERS = {"rknet": SolverSpec("rk4", step_size=0.25), "odenet": SolverSpec("dopri5", 1e-3, 1e-3)}
+DOWNSAMPLING = {"resnet": "res", "rknet": "conv", "odenet": "conv", "mlp": "conv"}
+
+
+def parse_args() -> argparse.Namespace:
+    """Return the command-line options."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default="resnet,rknet,odenet", help="comma-separated: mlp,resnet,rknet,odenet")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per loop (median reported)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps before timing")
+    parser.add_argument("--batch", type=int, default=128, help="batch size")
+    parser.add_argument("--data", type=Path, default=Path(os.environ.get("NODERUN_DATA_DIR", "~/.cache/noderun/data")),
+                        help="MNIST cache (as noderun's dataset.root)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--out", type=Path, default=Path("outputs/bench"), help="folder for bench.json and bench.md")
+    return parser.parse_args()
+
+
+def noderun_batches(root: Path, batch: int, count: int):
+    """Yield `count` training batches the way noderun's trainer cuts them (in memory, batched crop)."""
+    data = load_image_data("mnist", root.expanduser(), val_size=0, train_size=batch * count)
+    return list(training_batches(data.train, batch, epoch_generator(0, 0), crop_padding=4))
+
+
+def baseline_loader(root: Path, batch: int):
+    """Return a DataLoader over torchvision's MNIST with per-sample transforms, the common way."""
+    from torchvision import datasets, transforms
+
+    transform = transforms.Compose([transforms.RandomCrop(28, padding=4), transforms.ToTensor()])
+    dataset = datasets.MNIST(str(root.expanduser()), train=True, download=False, transform=transform)
+    return torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=True, drop_last=True)
+
+
+class Loop:
+    """One training loop: a model, its optimizer and its batches, stepped one at a time."""
+
+    def __init__(self, model, batches):
+        self.model, self.batches = model, iter(batches)
+        self.optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        self.counter = NFECounter(model)
+        self.times, self.forward, self.backward = [], [], []
+
+    def step(self, timed: bool) -> None:
+        """Take one step (data, forward, backward, optimizer); record its time and NFE when timed."""
+        start = time.perf_counter()
+        images, labels = next(self.batches)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.counter.take()
+        loss = torch.nn.functional.cross_entropy(self.model(images), labels)
+        nfe_f = self.counter.take()
+        loss.backward()
+        nfe_b = self.counter.take()
+        self.optimizer.step()
+        if timed:
+            self.times.append(time.perf_counter() - start)
+            self.forward.append(nfe_f)
+            self.backward.append(nfe_b)
+
+    def result(self) -> dict:
+        """Return the median step time and the mean NFE of the timed steps."""
+        return {"s_per_step": statistics.median(self.times), "nfe_forward": statistics.mean(self.forward),
+                "nfe_backward": statistics.mean(self.backward)}
+
+
+def time_loops(loops: list[Loop], steps: int, warmup: int) -> None:
+    """Step the loops in turn, warmup untimed rounds then `steps` timed ones: interleaving them puts
+    any drift of the machine's speed (other load, clock) on all of them alike."""
+    for round_ in range(warmup + steps):
+        for loop in loops:
+            loop.step(timed=round_ >= warmup)
+
+
+def flops_per_step(model, images, labels) -> int:
+    """Return the FLOPs of one forward and backward pass (matmuls and convolutions, torch's formulas)."""
+    with FlopCount() as counter:
+        torch.nn.functional.cross_entropy(model(images), labels).backward()
+    model.zero_grad(set_to_none=True)
+    return counter.total
+
+
+def best_seconds(work, repeats: int) -> float:
+    """Return the fastest of `repeats` timed calls of work(), after one untimed call."""
+    work()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        work()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def conv_shapes(model, images) -> list[tuple]:
+    """Return the distinct (Conv2d module, input shape) pairs of a forward pass on images."""
+    seen, shapes = set(), []
+
+    def record(module, args):
+        key = (id(module), tuple(args[0].shape))
+        if key not in seen:
+            seen.add(key)
+            shapes.append((module, tuple(args[0].shape)))
+
+    hooks = [m.register_forward_pre_hook(record) for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    with torch.no_grad():
+        model(images)
+    for hook in hooks:
+        hook.remove()
+    return shapes
+
+
+def attainable_gflops(models: list, images, repeats: int = 10) -> dict:
+    """Return this machine's best measured GFLOP/s: a 2048x2048 float32 matrix product, and each of the
+    models' convolution shapes alone (forward, and backward for input and weight). The highest is the
+    practical limit each model's achieved GFLOP/s is read against."""
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    result = {"matmul_2048": 2 * 2048**3 / best_seconds(lambda: a @ b, repeats) / 1e9, "convolutions": {}}
+    for model in models:
+        for conv, shape in conv_shapes(model, images):
+            name = (f"{conv.in_channels}->{conv.out_channels} k{conv.kernel_size[0]} s{conv.stride[0]} "
+                    f"on {shape[2]}x{shape[3]}")
+            if name in result["convolutions"]:
+                continue
+            x = torch.randn(shape, requires_grad=True)
+            layer = torch.nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
+                                    conv.padding, bias=conv.bias is not None)
+            with FlopCount() as counter:
+                layer(x).sum().backward()
+            result["convolutions"][name] = counter.total / best_seconds(lambda: layer(x).sum().backward(), repeats) / 1e9
+    result["best"] = max([result["matmul_2048"], *result["convolutions"].values()])
+    return result
+
+
+def evaluation_share(model, root: Path, train_step_s: float, eval_batch: int = 500, batches: int = 4) -> dict:
+    """Return the time of evaluating one full-protocol epoch (5,000 validation and 10,000 test images,
+    forward only, in batches of trainer.eval_batch_size's default, 500) against the time of its training (55,000
+    images at the measured step time), both estimated from measured per-batch times."""
+    data = load_image_data("mnist", root.expanduser(), val_size=0, train_size=1, test_size=eval_batch * batches)
+    counter = NFECounter(model)
+    evaluate(model, data.test, eval_batch, counter)  # warm-up: kernels for the evaluation batch's shape
+    _, nfe, s_per_batch = evaluate(model, data.test, eval_batch, counter)
+    eval_s = s_per_batch * (5_000 + 10_000) / eval_batch
+    train_s = train_step_s * -(-55_000 // 128)
+    return {"eval_s_per_1000": s_per_batch * 1000 / eval_batch, "nfe_forward_eval": nfe, "epoch_eval_s": eval_s,
+            "epoch_train_s": train_s, "eval_share": eval_s / (eval_s + train_s)}
+
+
+def seminorm_ratio(root: Path, batch: int, count: int = 4, tol: float = 1e-3) -> dict:
+    """Return ODE-Net's mean backward NFE with the default adjoint and with the seminorm, dopri5 at
+    rtol = atol = tol, on the same batches from the same initial weights (no optimizer step between)."""
+    batches = noderun_batches(root, batch, count)
+    result = {}
+    for norm in ("default", "seminorm"):
+        torch.manual_seed(0)
+        model = build_model("odenet", SolverSpec("dopri5", tol, tol, adjoint_norm=norm), "conv")
+        counter, forward, backward = NFECounter(model), [], []
+        for images, labels in batches:
+            model.zero_grad(set_to_none=True)
+            counter.take()
+            loss = torch.nn.functional.cross_entropy(model(images), labels)
+            forward.append(counter.take())
+            loss.backward()
+            backward.append(counter.take())
+        result[norm] = {"nfe_forward": statistics.mean(forward), "nfe_backward": statistics.mean(backward)}
+    result["ratio_backward"] = result["seminorm"]["nfe_backward"] / result["default"]["nfe_backward"]
+    result["tol"], result["batches"] = tol, count
+    return result
+
+
+def bench_model(name: str, args: argparse.Namespace) -> dict:
+    """Return both loops' measurements for one model, from the same initial weights, interleaved."""
+    solver = DEFAULT_SOLVERS.get(name, SolverSpec())
+    torch.manual_seed(0)
+    model = build_model(name, solver, DOWNSAMPLING[name])
+    twin = copy.deepcopy(model)
+    ours = Loop(model, noderun_batches(args.data, args.batch, args.warmup + args.steps))
+    baseline = Loop(twin, baseline_loader(args.data, args.batch))
+    time_loops([ours, baseline], args.steps, args.warmup)
+    images, labels = noderun_batches(args.data, args.batch, 1)[0]
+    flops = flops_per_step(model, images, labels)
+    result = {"model": name, "solver": solver.method if name in DEFAULT_SOLVERS else None, "flops_per_step": flops}
+    for label, loop in (("noderun", ours.result()), ("baseline", baseline.result())):
+        result[label] = {**loop, "images_per_s": args.batch / loop["s_per_step"],
+                         "gflops_per_s": flops / loop["s_per_step"] / 1e9}
+    result["speedup"] = result["baseline"]["s_per_step"] / result["noderun"]["s_per_step"]
+    result["evaluation"] = evaluation_share(model, args.data, result["noderun"]["s_per_step"])
+    return result
+
+
+def markdown(results: list[dict], attainable: float, seminorm: dict | None) -> str:
+    """Return the results as Markdown tables."""
+    lines = ["| model | loop | s/step | images/s | NFE-F | NFE-B | GFLOP/step | GFLOP/s | % of attainable | speedup |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        for label in ("noderun", "baseline"):
+            m = r[label]
+            speedup = f"{r['speedup']:.2f}x" if label == "noderun" else ""
+            lines.append(f"| {r['model']} | {label} | {m['s_per_step']:.3f} | {m['images_per_s']:.0f} | "
+                         f"{m['nfe_forward']:.1f} | {m['nfe_backward']:.1f} | {r['flops_per_step'] / 1e9:.2f} | "
+                         f"{m['gflops_per_s']:.1f} | {100 * m['gflops_per_s'] / attainable:.0f}% | {speedup} |")
+    lines += ["", "| model | evaluation s per 1,000 images | full epoch: evaluation s | training s | evaluation share |",
+              "|---|---|---|---|---|"]
+    for r in results:
+        e = r["evaluation"]
+        lines.append(f"| {r['model']} | {e['eval_s_per_1000']:.2f} | {e['epoch_eval_s']:.0f} | {e['epoch_train_s']:.0f} | "
+                     f"{100 * e['eval_share']:.1f}% |")
+    if seminorm:
+        d, n = seminorm["default"], seminorm["seminorm"]
+        lines += ["", f"ODE-Net, dopri5 at {seminorm['tol']:g}, mean over {seminorm['batches']} batches: NFE-F "
+                  f"{d['nfe_forward']:.1f}, NFE-B {d['nfe_backward']:.1f} with the default adjoint, "
+                  f"{n['nfe_backward']:.1f} with the seminorm: ratio {seminorm['ratio_backward']:.2f}"]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    """Run the benchmark and write bench.json and bench.md."""
+    args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    sample = noderun_batches(args.data, args.batch, 1)[0][0]
+    limits = attainable_gflops([build_model(name, DEFAULT_SOLVERS.get(name, SolverSpec()), DOWNSAMPLING[name])
+                                for name in args.models.split(",")], sample)
+    attainable = limits["best"]
+    results = [bench_model(name, args) for name in args.models.split(",")]
+    seminorm = seminorm_ratio(args.data, args.batch) if "odenet" in args.models.split(",") else None
+    machine = {"device": "cpu", "processor": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+               "torch_threads": torch.get_num_threads(), "torch": torch.__version__}
+    args.out.mkdir(parents=True, exist_ok=True)
+    report = {"machine": machine, "attainable_gflops_per_s": limits, "batch": args.batch, "steps": args.steps,
+              "warmup": args.warmup, "results": results, "seminorm": seminorm}
+    (args.out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
+    table = markdown(results, attainable, seminorm)
+    header = (f"CPU, {machine['cores']} cores, {machine['torch_threads']} torch threads, torch {machine['torch']}; "
+              f"batch {args.batch}, median of {args.steps} steps after {args.warmup} warm-up; "
+              f"attainable {attainable:.1f} GFLOP/s (the best of a 2048x2048 matmul, {limits['matmul_2048']:.1f}, and "
+              f"the models' convolution shapes, forward+backward); loops interleaved step by step")
+    (args.out / "bench.md").write_text(header + "\n\n" + table + "\n")
+    print(header + "\n\n" + table)
+
+
+if __name__ == "__main__":
+    main()
