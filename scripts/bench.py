@@ -39,7 +39,7 @@ from noderun.data.image_data import load_image_data
 from noderun.measure import FlopCount, NFECounter
 from noderun.models import build_model
 from noderun.solvers import SolverSpec
-from noderun.train import evaluate
+from noderun.train import evaluate, measure_step
 
 DEFAULT_SOLVERS = {"rknet": SolverSpec("rk4", step_size=0.25), "odenet": SolverSpec("dopri5", 1e-3, 1e-3)}
 DOWNSAMPLING = {"resnet": "res", "rknet": "conv", "odenet": "conv", "mlp": "conv"}
@@ -111,14 +111,6 @@ def time_loops(loops: list[Loop], steps: int, warmup: int) -> None:
     for round_ in range(warmup + steps):
         for loop in loops:
             loop.step(timed=round_ >= warmup)
-
-
-def flops_per_step(model, images, labels) -> int:
-    """Return the FLOPs of one forward and backward pass (matmuls and convolutions, torch's formulas)."""
-    with FlopCount() as counter:
-        torch.nn.functional.cross_entropy(model(images), labels).backward()
-    model.zero_grad(set_to_none=True)
-    return counter.total
 
 
 def best_seconds(work, repeats: int) -> float:
@@ -218,7 +210,7 @@ def bench_model(name: str, args: argparse.Namespace) -> dict:
     baseline = Loop(twin, baseline_loader(args.data, args.batch))
     time_loops([ours, baseline], args.steps, args.warmup)
     images, labels = noderun_batches(args.data, args.batch, 1)[0]
-    flops = flops_per_step(model, images, labels)
+    flops = measure_step(model, images, labels)[1]  # the step noderun's runs measure, the same way
     result = {"model": name, "solver": solver.method if name in DEFAULT_SOLVERS else None, "flops_per_step": flops}
     for label, loop in (("noderun", ours.result()), ("baseline", baseline.result())):
         result[label] = {**loop, "images_per_s": args.batch / loop["s_per_step"],
