@@ -13,7 +13,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
-from noderun.models.odenet import ConvDynamics
+from noderun.models.ode_block import CountedDynamics
 
 
 class NFECounter:
@@ -25,7 +25,7 @@ class NFECounter:
     """
 
     def __init__(self, model: nn.Module):
-        self.dynamics = [m for m in model.modules() if isinstance(m, ConvDynamics)]
+        self.dynamics = [m for m in model.modules() if isinstance(m, CountedDynamics)]
 
     def take(self) -> int:
         """Return the evaluations since the last take and reset the counters."""
@@ -33,6 +33,13 @@ class NFECounter:
         for d in self.dynamics:
             d.nfe = 0
         return total
+
+
+def wait_for(device: torch.device) -> None:
+    """Block until the device has finished the work queued on it, so that a host clock read next
+    covers that work (CUDA runs asynchronously; on the CPU there is nothing to wait for)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def reset_peak_memory(device: torch.device) -> None:

@@ -45,8 +45,13 @@ def solver_spec(cfg: DictConfig) -> SolverSpec:
                                       scipy_method=s.get("scipy_method"), max_num_steps=s.get("max_num_steps")))
 
 
-def validate_config(cfg: DictConfig) -> None:
-    """Raise UserError for the first value a run cannot use, naming what would be valid."""
+# What the datasets that are not MNIST's are for, said when one is used elsewhere.
+DATASET_USERS = {"spirals": "model=latent_ode or model=rnn", "cubic": "experiment=cubic", "ecg": "experiment=ecg"}
+
+
+def validate_config(cfg: DictConfig, datasets: tuple[str, ...] = IMAGE_DATASETS) -> None:
+    """Raise UserError for the first value a run cannot use, naming what would be valid; `datasets`
+    are those the run or task can take."""
     t = cfg.trainer
     if not isinstance(t.epochs, int) or t.epochs < 1:
         raise UserError(f"trainer.epochs={t.epochs} is invalid; use a whole number >= 1")
@@ -58,9 +63,11 @@ def validate_config(cfg: DictConfig) -> None:
         raise UserError(f"device={cfg.device!r} is invalid; choose one of: auto, cpu, cuda")
     if str(cfg.device).startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"device={cfg.device} was asked for but no CUDA device is available; use device=cpu or auto")
-    if cfg.dataset.name not in IMAGE_DATASETS:
-        raise UserError(f"dataset={cfg.dataset.name} has no Table-1 classifier; the MNIST models take "
-                        f"dataset={' or dataset='.join(IMAGE_DATASETS)}")
+    if cfg.dataset.name not in datasets:
+        what = "the MNIST models take" if datasets == IMAGE_DATASETS else f"task={cfg.task} (model={cfg.model.name}) takes"
+        hint = DATASET_USERS.get(cfg.dataset.name)
+        raise UserError(f"dataset={cfg.dataset.name} cannot be used here; {what} "
+                        f"dataset={' or dataset='.join(datasets)}" + (f" (dataset={cfg.dataset.name} is for {hint})" if hint else ""))
     spec = solver_spec(cfg)
     backprop_through_solver = cfg.model.name == "rknet" or not cfg.model.get("adjoint", True)
     if spec.method == "scipy_solver" and cfg.model.name in ODE_MODELS and backprop_through_solver:

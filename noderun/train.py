@@ -13,7 +13,7 @@ from torch import nn
 from tqdm import tqdm
 
 from noderun.data.batches import ImageSplit, evaluation_batches
-from noderun.measure import FlopCount, NFECounter, SavedTensorBytes
+from noderun.measure import FlopCount, NFECounter, SavedTensorBytes, wait_for
 
 
 class TrainingFailure(Exception):
@@ -96,6 +96,7 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Ite
         sums["nfe_b"] += nfe_backward
         bar.set_postfix(loss=f"{sums['loss'] / sums['seen']:.3f}", acc=f"{sums['correct'] / sums['seen']:.3f}",
                         nfe_f=nfe_forward, nfe_b=nfe_backward)
+    wait_for(first[0].device)
     elapsed = time.perf_counter() - start
     seen, batches_done = max(sums["seen"], 1), max(num_batches, 1)
     return TrainStats(sums["loss"] / seen, sums["correct"] / seen, sums["nfe_f"] / batches_done,

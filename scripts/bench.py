@@ -9,7 +9,7 @@ images, in this process, one after the other:
   a DataLoader, default memory format, torchdiffeq's default adjoint options.
 
 Each step (data, forward, backward, optimizer step) is timed with time.perf_counter after warm-up
-steps; the median over the timed steps is reported with images/s, NFE forward and backward (means),
+steps (on CUDA the device is synchronized before each clock read); the median over the timed steps is reported with images/s, NFE forward and backward (means),
 FLOPs of one step (torch.utils.flop_counter's formulas: matmuls and convolutions only) and achieved GFLOP/s.
 The machine's attainable FLOP/s is measured (a large matmul and the models' own convolution shapes), so each figure
 can be read as a fraction of it. Writes bench.json and bench.md to --out and prints the table.
@@ -36,7 +36,7 @@ import torch
 
 from noderun.data.batches import epoch_generator, training_batches
 from noderun.data.image_data import load_image_data
-from noderun.measure import FlopCount, NFECounter
+from noderun.measure import FlopCount, NFECounter, wait_for
 from noderun.models import build_model
 from noderun.solvers import SolverSpec
 from noderun.train import evaluate, measure_step
@@ -55,14 +55,17 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--data", type=Path, default=Path(os.environ.get("NODERUN_DATA_DIR", "~/.cache/noderun/data")),
                         help="MNIST cache (as noderun's dataset.root)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]; on CUDA noderun's batches live on the GPU and the "
+                        "baseline copies each DataLoader batch to it, as the common loop does")
     parser.add_argument("--out", type=Path, default=Path("outputs/bench"), help="folder for bench.json and bench.md")
     return parser.parse_args()
 
 
-def noderun_batches(root: Path, batch: int, count: int):
-    """Yield `count` training batches the way noderun's trainer cuts them (in memory, batched crop)."""
+def noderun_batches(root: Path, batch: int, count: int, device: torch.device):
+    """Return `count` training batches the way noderun's trainer cuts them (resident on the device,
+    batched crop)."""
     data = load_image_data("mnist", root.expanduser(), val_size=0, train_size=batch * count)
-    return list(training_batches(data.train, batch, epoch_generator(0, 0), crop_padding=4))
+    return list(training_batches(data.train.to(device), batch, epoch_generator(0, 0), crop_padding=4))
 
 
 def baseline_loader(root: Path, batch: int):
@@ -77,16 +80,17 @@ def baseline_loader(root: Path, batch: int):
 class Loop:
     """One training loop: a model, its optimizer and its batches, stepped one at a time."""
 
-    def __init__(self, model, batches):
-        self.model, self.batches = model, iter(batches)
+    def __init__(self, model, batches, device: torch.device):
+        self.model, self.batches, self.device = model, iter(batches), device
         self.optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
         self.counter = NFECounter(model)
         self.times, self.forward, self.backward = [], [], []
 
     def step(self, timed: bool) -> None:
         """Take one step (data, forward, backward, optimizer); record its time and NFE when timed."""
+        wait_for(self.device)
         start = time.perf_counter()
-        images, labels = next(self.batches)
+        images, labels = (t.to(self.device) for t in next(self.batches))
         self.optimizer.zero_grad(set_to_none=True)
         self.counter.take()
         loss = torch.nn.functional.cross_entropy(self.model(images), labels)
@@ -94,6 +98,7 @@ class Loop:
         loss.backward()
         nfe_b = self.counter.take()
         self.optimizer.step()
+        wait_for(self.device)
         if timed:
             self.times.append(time.perf_counter() - start)
             self.forward.append(nfe_f)
@@ -113,13 +118,15 @@ def time_loops(loops: list[Loop], steps: int, warmup: int) -> None:
             loop.step(timed=round_ >= warmup)
 
 
-def best_seconds(work, repeats: int) -> float:
+def best_seconds(work, repeats: int, device: torch.device) -> float:
     """Return the fastest of `repeats` timed calls of work(), after one untimed call."""
     work()
     best = float("inf")
     for _ in range(repeats):
+        wait_for(device)
         start = time.perf_counter()
         work()
+        wait_for(device)
         best = min(best, time.perf_counter() - start)
     return best
 
@@ -142,33 +149,35 @@ def conv_shapes(model, images) -> list[tuple]:
     return shapes
 
 
-def attainable_gflops(models: list, images, repeats: int = 10) -> dict:
+def attainable_gflops(models: list, images, device: torch.device, repeats: int = 10) -> dict:
     """Return this machine's best measured GFLOP/s: a 2048x2048 float32 matrix product, and each of the
     models' convolution shapes alone (forward, and backward for input and weight). The highest is the
     practical limit each model's achieved GFLOP/s is read against."""
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
-    result = {"matmul_2048": 2 * 2048**3 / best_seconds(lambda: a @ b, repeats) / 1e9, "convolutions": {}}
+    a, b = torch.randn(2048, 2048, device=device), torch.randn(2048, 2048, device=device)
+    result = {"matmul_2048": 2 * 2048**3 / best_seconds(lambda: a @ b, repeats, device) / 1e9, "convolutions": {}}
     for model in models:
         for conv, shape in conv_shapes(model, images):
             name = (f"{conv.in_channels}->{conv.out_channels} k{conv.kernel_size[0]} s{conv.stride[0]} "
                     f"on {shape[2]}x{shape[3]}")
             if name in result["convolutions"]:
                 continue
-            x = torch.randn(shape, requires_grad=True)
+            x = torch.randn(shape, device=device, requires_grad=True)
             layer = torch.nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
-                                    conv.padding, bias=conv.bias is not None)
+                                    conv.padding, bias=conv.bias is not None).to(device)
             with FlopCount() as counter:
                 layer(x).sum().backward()
-            result["convolutions"][name] = counter.total / best_seconds(lambda: layer(x).sum().backward(), repeats) / 1e9
+            result["convolutions"][name] = counter.total / best_seconds(lambda: layer(x).sum().backward(), repeats, device) / 1e9
     result["best"] = max([result["matmul_2048"], *result["convolutions"].values()])
     return result
 
 
-def evaluation_share(model, root: Path, train_step_s: float, eval_batch: int = 500, batches: int = 4) -> dict:
+def evaluation_share(model, root: Path, train_step_s: float, device: torch.device, eval_batch: int = 500,
+                     batches: int = 4) -> dict:
     """Return the time of evaluating one full-protocol epoch (5,000 validation and 10,000 test images,
     forward only, in batches of trainer.eval_batch_size's default, 500) against the time of its training (55,000
     images at the measured step time), both estimated from measured per-batch times."""
     data = load_image_data("mnist", root.expanduser(), val_size=0, train_size=1, test_size=eval_batch * batches)
+    data.test = data.test.to(device)
     counter = NFECounter(model)
     evaluate(model, data.test, eval_batch, counter)  # warm-up: kernels for the evaluation batch's shape
     _, nfe, s_per_batch = evaluate(model, data.test, eval_batch, counter)
@@ -178,14 +187,14 @@ def evaluation_share(model, root: Path, train_step_s: float, eval_batch: int = 5
             "epoch_train_s": train_s, "eval_share": eval_s / (eval_s + train_s)}
 
 
-def seminorm_ratio(root: Path, batch: int, count: int = 4, tol: float = 1e-3) -> dict:
+def seminorm_ratio(root: Path, batch: int, device: torch.device, count: int = 4, tol: float = 1e-3) -> dict:
     """Return ODE-Net's mean backward NFE with the default adjoint and with the seminorm, dopri5 at
     rtol = atol = tol, on the same batches from the same initial weights (no optimizer step between)."""
-    batches = noderun_batches(root, batch, count)
+    batches = noderun_batches(root, batch, count, device)
     result = {}
     for norm in ("default", "seminorm"):
         torch.manual_seed(0)
-        model = build_model("odenet", SolverSpec("dopri5", tol, tol, adjoint_norm=norm), "conv")
+        model = build_model("odenet", SolverSpec("dopri5", tol, tol, adjoint_norm=norm), "conv").to(device)
         counter, forward, backward = NFECounter(model), [], []
         for images, labels in batches:
             model.zero_grad(set_to_none=True)
@@ -204,19 +213,19 @@ def bench_model(name: str, args: argparse.Namespace) -> dict:
     """Return both loops' measurements for one model, from the same initial weights, interleaved."""
     solver = DEFAULT_SOLVERS.get(name, SolverSpec())
     torch.manual_seed(0)
-    model = build_model(name, solver, DOWNSAMPLING[name])
+    model = build_model(name, solver, DOWNSAMPLING[name]).to(args.device)
     twin = copy.deepcopy(model)
-    ours = Loop(model, noderun_batches(args.data, args.batch, args.warmup + args.steps))
-    baseline = Loop(twin, baseline_loader(args.data, args.batch))
+    ours = Loop(model, noderun_batches(args.data, args.batch, args.warmup + args.steps, args.device), args.device)
+    baseline = Loop(twin, baseline_loader(args.data, args.batch), args.device)
     time_loops([ours, baseline], args.steps, args.warmup)
-    images, labels = noderun_batches(args.data, args.batch, 1)[0]
+    images, labels = noderun_batches(args.data, args.batch, 1, args.device)[0]
     flops = measure_step(model, images, labels)[1]  # the step noderun's runs measure, the same way
     result = {"model": name, "solver": solver.method if name in DEFAULT_SOLVERS else None, "flops_per_step": flops}
     for label, loop in (("noderun", ours.result()), ("baseline", baseline.result())):
         result[label] = {**loop, "images_per_s": args.batch / loop["s_per_step"],
                          "gflops_per_s": flops / loop["s_per_step"] / 1e9}
     result["speedup"] = result["baseline"]["s_per_step"] / result["noderun"]["s_per_step"]
-    result["evaluation"] = evaluation_share(model, args.data, result["noderun"]["s_per_step"])
+    result["evaluation"] = evaluation_share(model, args.data, result["noderun"]["s_per_step"], args.device)
     return result
 
 
@@ -250,21 +259,25 @@ def main() -> None:
     args = parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    args.device = torch.device(args.device)
     torch.manual_seed(0)
-    sample = noderun_batches(args.data, args.batch, 1)[0][0]
+    sample = noderun_batches(args.data, args.batch, 1, args.device)[0][0]
     limits = attainable_gflops([build_model(name, DEFAULT_SOLVERS.get(name, SolverSpec()), DOWNSAMPLING[name])
-                                for name in args.models.split(",")], sample)
+                                .to(args.device) for name in args.models.split(",")], sample, args.device)
     attainable = limits["best"]
     results = [bench_model(name, args) for name in args.models.split(",")]
-    seminorm = seminorm_ratio(args.data, args.batch) if "odenet" in args.models.split(",") else None
-    machine = {"device": "cpu", "processor": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-               "torch_threads": torch.get_num_threads(), "torch": torch.__version__}
+    seminorm = seminorm_ratio(args.data, args.batch, args.device) if "odenet" in args.models.split(",") else None
+    machine = {"device": str(args.device), "processor": platform.processor() or platform.machine(),
+               "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__}
+    if args.device.type == "cuda":
+        machine["gpu"] = torch.cuda.get_device_name(args.device)
+    where = (f"GPU {machine['gpu']}" if "gpu" in machine else "CPU") + f", {machine['cores']} cores"
     args.out.mkdir(parents=True, exist_ok=True)
     report = {"machine": machine, "attainable_gflops_per_s": limits, "batch": args.batch, "steps": args.steps,
               "warmup": args.warmup, "results": results, "seminorm": seminorm}
     (args.out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
     table = markdown(results, attainable, seminorm)
-    header = (f"CPU, {machine['cores']} cores, {machine['torch_threads']} torch threads, torch {machine['torch']}; "
+    header = (f"{where}, {machine['torch_threads']} torch threads, torch {machine['torch']}; "
               f"batch {args.batch}, median of {args.steps} steps after {args.warmup} warm-up; "
               f"attainable {attainable:.1f} GFLOP/s (the best of a 2048x2048 matmul, {limits['matmul_2048']:.1f}, and "
               f"the models' convolution shapes, forward+backward); loops interleaved step by step")

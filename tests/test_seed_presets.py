@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pandas as pd
 
@@ -56,3 +59,88 @@ def test_seed_training_presets_set_the_documents_protocols():
     assert (sweep.model, sweep.seed) == ("mlp,resnet,rknet,odenet", "0,1,2")
     cfg = composed(["experiment=odenet_vs_resnet", "model=odenet"])
     assert cfg.trainer.epochs == 50 and cfg.hydra.sweeper.params.model == "resnet,odenet"
+
+
+CUBIC_SHORT = ["experiment=cubic", "cubic.resnet.iterations=60", "cubic.odenet.iterations=25",
+               "cubic.random_sets.count=2", "cubic.odenet.lr_sweep=[0.001,0.005,50.0]"]
+
+
+def test_cubic_regression_fits_compares_and_draws(mnist_root, tmp_path):
+    result = run_noderun(CUBIC_SHORT, mnist_root, tmp_path)
+    assert result.returncode == 0, result.stderr
+    run_dir = single_run_dir(tmp_path)
+    fits = pd.read_csv(run_dir / "cubic.csv")
+    # 2 main fits, 3 + 3 sweep fits, 2 random sets x 2 models.
+    assert list(fits.groupby("study", sort=False).size().items()) == [("main", 2), ("lr_sweep", 6), ("random_sets", 4)]
+    main = fits[fits.study == "main"].set_index("model")
+    losses = pd.read_csv(run_dir / "cubic_loss.csv")
+    for model in ("resnet", "odenet"):
+        curve = losses[losses.fit == main.loc[model, "fit"]]["train_mse"]
+        assert curve.iloc[-1] < curve.iloc[0]  # gradient descent lowers the training MSE
+        assert 0 < main.loc[model, "test_mse"] < 100
+    # The ODE-Net evaluates its dynamics (dopri5: 2 + 6k per solve) forward and, by the adjoint, backward.
+    assert (main.loc["odenet", "nfe_forward"] - 2) % 6 == 0 and main.loc["odenet", "nfe_backward"] > 0
+    assert main.loc["resnet", "nfe_forward"] == 0
+    # A learning rate far too large is recorded as diverged, not raised.
+    huge = fits[(fits.study == "lr_sweep") & (fits.lr == 50.0)].iloc[0]
+    assert bool(huge.diverged) and isinstance(huge.reason, str) and pd.isna(huge.test_mse)
+    # Random sets: 20 points each on [-3, 3], from seeds other than the main set's.
+    sets = fits[fits.study == "random_sets"]
+    assert set(sets.n_train) == {20} and 0 not in set(sets.data_seed)
+    curves = pd.read_csv(run_dir / "cubic_curves.csv")
+    assert curves[curves.fit == main.loc["odenet", "fit"]]["x"].between(-2.5, 2.5).all()
+    # The reported test MSE is the MSE of the stored predictions against the noiseless target.
+    predicted = curves[curves.fit == main.loc["resnet", "fit"]]
+    target = predicted["x"] ** 3 + 0.1 * predicted["x"]
+    assert abs(((predicted["prediction"] - target) ** 2).mean() - main.loc["resnet", "test_mse"]) < 1e-4
+    table = (run_dir / "cubic.md").read_text()
+    assert "4.673" in table and "7.72" in table
+    for name in ("cubic_fit", "cubic_random_sets", "cubic_lr_sweep"):
+        assert (run_dir / f"{name}.png").stat().st_size > 10_000
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "completed"
+
+
+def test_cubic_task_refuses_another_dataset_in_one_line(mnist_root, tmp_path):
+    result = run_noderun(["experiment=cubic", "dataset=mnist"], mnist_root, tmp_path)
+    assert result.returncode == 2
+    lines = error_lines(result)
+    assert len(lines) == 1 and "dataset=mnist" in lines[0] and "dataset=cubic" in lines[0], result.stderr
+
+
+def made_up_ecg_file(tmp_path, rows: int) -> str:
+    """Write made-up beats in the MIT-BIH format with the script a user would run; return its path."""
+    path = tmp_path / "beats.csv"
+    script = Path(__file__).resolve().parents[1] / "scripts" / "make_ecg_csv.py"
+    subprocess.run([sys.executable, str(script), "--rows", str(rows), "--out", str(path)], check=True)
+    return str(path)
+
+
+def test_ecg_classifies_beats_and_writes_confusion_matrices(mnist_root, tmp_path):
+    path = made_up_ecg_file(tmp_path, 400)
+    result = run_noderun(["experiment=ecg", f"dataset.path={path}", "ecg.epochs=2", "ecg.test_fraction=0.25",
+                          "ecg.batch_size=64", "trainer.progress=false"], mnist_root, tmp_path)
+    assert result.returncode == 0, result.stderr
+    run_dir = single_run_dir(tmp_path)
+    metrics = pd.read_csv(run_dir / "ecg_metrics.csv")
+    assert list(zip(metrics.model, metrics.epoch)) == [("resnet", 1), ("resnet", 2), ("odenet", 1), ("odenet", 2)]
+    assert metrics.train_loss.notna().all() and (metrics.nfe_forward[metrics.model == "odenet"] > 0).all()
+    confusion = pd.read_csv(run_dir / "ecg_confusion.csv")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert (summary["train_size"], summary["test_size"]) == (300, 100)
+    for model, counts in confusion.groupby("model"):
+        # Every test beat lands in one cell, and the diagonal is the accuracy the metrics report.
+        assert counts["count"].sum() == 100 and len(counts) == 25
+        correct = counts[counts.true == counts.predicted]["count"].sum()
+        assert abs(correct / 100 - metrics[metrics.model == model].test_accuracy.iloc[-1]) < 1e-9
+    report = (run_dir / "ecg.md").read_text()
+    assert "97.8" in report and "18056" in report  # the tutorial's figures beside ours
+    for name in ("ecg_loss", "ecg_confusion"):
+        assert (run_dir / f"{name}.png").stat().st_size > 10_000
+
+
+def test_ecg_without_its_file_says_so_in_one_line(mnist_root, tmp_path):
+    missing = tmp_path / "nowhere.csv"
+    result = run_noderun(["experiment=ecg", f"dataset.path={missing}"], mnist_root, tmp_path)
+    assert result.returncode == 2
+    lines = error_lines(result)
+    assert len(lines) == 1 and str(missing) in lines[0] and "dataset.path" in lines[0], result.stderr

@@ -6,7 +6,8 @@ from torch import nn
 
 from noderun.errors import UserError
 from noderun.models.mlp import build_mlp
-from noderun.models.odenet import ConvDynamics, build_odenet
+from noderun.models.ode_block import CountedDynamics
+from noderun.models.odenet import build_odenet
 from noderun.models.resnet import build_resnet
 from noderun.solvers import SolverSpec
 
@@ -30,9 +31,9 @@ def build_model(name: str, solver: SolverSpec, downsampling: str = "conv", t1: f
     return build_odenet(solver, downsampling, t1=t1, adjoint=adjoint and name == "odenet")
 
 
-def dynamics_of(model: nn.Module) -> list[ConvDynamics]:
+def dynamics_of(model: nn.Module) -> list[CountedDynamics]:
     """Return the model's ODE dynamics modules (empty for models without an ODE block)."""
-    return [m for m in model.modules() if isinstance(m, ConvDynamics)]
+    return [m for m in model.modules() if isinstance(m, CountedDynamics)]
 
 
 def count_parameters(model: nn.Module) -> int:

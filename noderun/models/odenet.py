@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from noderun.models.blocks import CHANNELS, classifier_head, downsampling, group_norm
-from noderun.solvers import SolverSpec, integrate
+from noderun.models.ode_block import CountedDynamics, ODEBlock
+from noderun.solvers import SolverSpec
 
 
 class ConcatConv2d(nn.Module):
@@ -25,7 +26,7 @@ class ConcatConv2d(nn.Module):
         return self.conv(torch.cat([time_channel, x], dim=1))
 
 
-class ConvDynamics(nn.Module):
+class ConvDynamics(CountedDynamics):
     """f(t, h): GN, ReLU, conv(t), GN, ReLU, conv(t), GN. Counts its own evaluations in `nfe`."""
 
     def __init__(self, channels: int = CHANNELS):
@@ -35,27 +36,12 @@ class ConvDynamics(nn.Module):
         self.norm2 = group_norm(channels)
         self.conv2 = ConcatConv2d(channels, channels)
         self.norm3 = group_norm(channels)
-        self.nfe = 0
 
     def forward(self, t: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         self.nfe += 1
         out = self.conv1(t, torch.relu(self.norm1(h)))
         out = self.conv2(t, torch.relu(self.norm2(out)))
         return self.norm3(out)
-
-
-class ODEBlock(nn.Module):
-    """Integrates its dynamics from t=0 to t=t1 and returns the state at t1."""
-
-    def __init__(self, dynamics: nn.Module, solver: SolverSpec, t1: float = 1.0, adjoint: bool = True):
-        super().__init__()
-        self.dynamics = dynamics
-        self.solver = solver
-        self.adjoint = adjoint
-        self.register_buffer("times", torch.tensor([0.0, t1]), persistent=False)
-
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return integrate(self.dynamics, h, self.times, self.solver, adjoint=self.adjoint)[-1]
 
 
 def build_odenet(solver: SolverSpec, downsampling_method: str = "conv", t1: float = 1.0,

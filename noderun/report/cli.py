@@ -1,4 +1,4 @@
-"""The `noderun-report` command: Table 1 and Figure 3 from any set of run directories."""
+"""The `noderun-report` command: Tables 1 and 2 and Figure 3 from any set of run directories."""
 
 from __future__ import annotations
 
@@ -6,12 +6,15 @@ import argparse
 import sys
 from pathlib import Path
 
+import pandas as pd
+
 from noderun.report.collect import RunSet, collect_runs
 from noderun.report.figures import write_figures
 from noderun.report.table import table1, write_runs_csv, write_table1
+from noderun.report.table2 import table2, write_table2
 
 
-REPORT_FILES = ("runs.csv", "table1.*", "not_completed.txt", "*.png", "*.pdf")
+REPORT_FILES = ("runs.csv", "table1.*", "table2.*", "not_completed.txt", "*.png", "*.pdf")
 
 
 def not_completed_lines(run_set: RunSet) -> list[str]:
@@ -21,18 +24,21 @@ def not_completed_lines(run_set: RunSet) -> list[str]:
     if len(runs):
         for _, run in runs[runs["status"] != "completed"].iterrows():
             lines.append(f"{run['run_dir']}: {run['status']} ({run.get('reason') or 'no reason recorded'})")
+    lines += [f"{task['run_dir']}: {task.get('status')} ({task.get('reason') or 'no reason recorded'})"
+              for task in run_set.tasks if task.get("status") != "completed"]
     return lines + [f"{run_dir}: unreadable ({why})" for run_dir, why in run_set.unreadable]
 
 
 def status_counts(run_set: RunSet) -> str:
-    """Return e.g. '7 completed, 1 failed, 0 interrupted, 0 running, 0 unreadable'."""
-    statuses = run_set.runs["status"].value_counts() if len(run_set.runs) else {}
+    """Return e.g. '7 completed, 1 failed, 0 interrupted, 0 running, 0 unreadable' (runs and tasks)."""
+    statuses = pd.Series(list(run_set.runs["status"]) if len(run_set.runs) else [], dtype=object)
+    statuses = pd.concat([statuses, pd.Series([t.get("status") for t in run_set.tasks], dtype=object)]).value_counts()
     counts = [f"{int(statuses.get(s, 0))} {s}" for s in ("completed", "failed", "interrupted", "running")]
     return ", ".join(counts + [f"{len(run_set.unreadable)} unreadable"])
 
 
 def build_report(paths: list[Path], out_dir: Path) -> tuple[str, RunSet]:
-    """Write runs.csv, table1.{csv,md,tex}, not_completed.txt and the figures to out_dir; return the text
+    """Write runs.csv, table1.{csv,md,tex}, table2.{csv,md,tex} (where there are such runs), not_completed.txt and the figures to out_dir; return the text
     to print and the runs. Raises LookupError when the paths hold no runs at all."""
     run_set = collect_runs(paths)
     if run_set.runs.empty and not run_set.unreadable and not run_set.tasks:
@@ -45,8 +51,10 @@ def build_report(paths: list[Path], out_dir: Path) -> tuple[str, RunSet]:
     (out_dir / "not_completed.txt").write_text("".join(line + "\n" for line in problems))
     if not run_set.runs.empty:
         write_runs_csv(run_set, out_dir)
-    table = table1(run_set)
-    text = write_table1(table, out_dir) if not table.empty else "(no completed runs: no table)"
+    table, second = table1(run_set), table2(run_set)
+    texts = [write_table1(table, out_dir)] if not table.empty else []
+    texts += [write_table2(second, out_dir)] if not second.empty else []
+    text = "\n\n".join(texts) or "(no completed runs: no table)"
     figures = write_figures(run_set, out_dir)
     lines = [f"{status_counts(run_set)}; report in {out_dir} ({len(figures)} figure files)", text]
     if problems:

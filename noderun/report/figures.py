@@ -29,6 +29,8 @@ def save_figure(fig, out_dir: Path, name: str) -> list[Path]:
 def _curve_groups(run_set: RunSet) -> list[tuple[str, str, list[pd.DataFrame]]]:
     """Return (model, label, [metrics of each seed]) per table row, in the paper's model order."""
     done = run_set.completed
+    if done.empty:  # only tasks (Table 2's runs, measurements): no training curves
+        return []
     keys = ["model", *run_set.varying]
     groups = []
     for values, group in done.groupby(keys, dropna=False, sort=False):
@@ -150,9 +152,11 @@ def tolerance_figures(run_set: RunSet, out_dir: Path) -> list[Path]:
 
 def write_figures(run_set: RunSet, out_dir: Path) -> list[Path]:
     """Draw every figure the runs allow; return the files written."""
-    from noderun.report.task_figures import tolerance_task_figures  # it builds on this module
+    from noderun.report.table2 import table2_figures  # these build on this module
+    from noderun.report.task_figures import tolerance_task_figures
 
     paths: list[Path] = []
-    for draw in (accuracy_figure, nfe_epoch_figure, nfe_backward_figure, tolerance_figures, tolerance_task_figures):
+    for draw in (accuracy_figure, nfe_epoch_figure, nfe_backward_figure, tolerance_figures, tolerance_task_figures,
+                 table2_figures):
         paths += draw(run_set, out_dir)
     return paths

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from noderun.data.batches import to_float
 from noderun.errors import UserError
 from noderun.records import write_summary, write_text_atomically
-from noderun.run import (EXIT_OK, choose_device, install_sigterm_handler, load_data, record_end, run_guarded,
+from noderun.run import (EXIT_OK, IMAGE_DATASETS, choose_device, install_sigterm_handler, load_data, record_end, run_guarded,
                          validate_config)
 
 log = logging.getLogger("noderun")
@@ -48,8 +48,9 @@ def initial_summary(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
-def run_recorded(cfg: DictConfig, run_dir: Path, work: TaskWork) -> int:
+def run_recorded(cfg: DictConfig, run_dir: Path, work: TaskWork, datasets: tuple[str, ...] = IMAGE_DATASETS) -> int:
     """Run work in run_dir with the same record and endings as a training run; return the exit code.
+    `datasets` are those the task can take (MNIST's by default).
 
     summary.json says `running` from the start and, at the end, `completed`, or `failed` or
     `interrupted` with the reason, which is also the one line on stderr.
@@ -58,7 +59,7 @@ def run_recorded(cfg: DictConfig, run_dir: Path, work: TaskWork) -> int:
 
     def body() -> int:
         install_sigterm_handler()
-        validate_config(cfg)
+        validate_config(cfg, datasets)
         device = choose_device(str(cfg.device))
         summary["device"] = str(device)
         write_summary(run_dir, summary)

@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from noderun.errors import UserError
-from noderun.measure import NFECounter, SavedTensorBytes, peak_memory_mb, reset_peak_memory
+from noderun.measure import NFECounter, SavedTensorBytes, peak_memory_mb, reset_peak_memory, wait_for
 from noderun.models import DOWNSAMPLING, build_model
 from noderun.models.resnet import build_resnet
 from noderun.solvers import FIXED_GRID_METHODS, SolverSpec
@@ -63,8 +63,7 @@ def step_memory(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, de
         loss = nn.functional.cross_entropy(model(images), labels)
     nfe_forward = counter.take()
     loss.backward()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    wait_for(device)
     return {"saved_mb": round(saved.mib, 4),
             "cuda_peak_mb": round(peak_memory_mb(device), 1) if device.type == "cuda" else math.nan,
             "nfe_forward": nfe_forward, "nfe_backward": counter.take(),

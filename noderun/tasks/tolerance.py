@@ -18,7 +18,7 @@ from noderun.data.image_data import ImageData
 from noderun.errors import UserError
 from noderun.measure import NFECounter, relative_error
 from noderun.models import build_model
-from noderun.models.odenet import ODEBlock
+from noderun.models.ode_block import ODEBlock
 from noderun.records import BEST_CHECKPOINT, LAST_CHECKPOINT
 from noderun.run import ODE_MODELS, load_data
 from noderun.solvers import SolverSpec, integrate, validate_solver

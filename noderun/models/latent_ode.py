@@ -1,0 +1,72 @@
+"""Table 2's latent ODE (Chen et al. 2018, 5.1): a recognition RNN run backwards over the observations
+gives q(z₀) = N(μ, σ²) for a latent state z₀ at t = 0; an ODE carries z to every time; a decoder maps
+z(t) to the observation's mean. Trained by the ELBO with a Gaussian likelihood of fixed std."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from noderun.models.ode_block import CountedDynamics
+from noderun.models.sequence import gather_times, gaussian_log_likelihood, recurrent_cell
+from noderun.solvers import SolverSpec, integrate
+
+
+class LatentDynamics(CountedDynamics):
+    """dz/dt = MLP(z), one hidden layer (ELU)."""
+
+    def __init__(self, latent: int, hidden: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(latent, hidden), nn.ELU(), nn.Linear(hidden, latent))
+
+    def forward(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        self.nfe += 1
+        return self.net(z)
+
+
+class LatentODE(nn.Module):
+    """The encoder sees (x, t) of each observation, last first; z₀ is sampled by reparameterisation."""
+
+    def __init__(self, solver: SolverSpec, adjoint: bool = True, obs_dim: int = 2, latent: int = 4,
+                 rec_hidden: int = 25, dyn_hidden: int = 20, dec_hidden: int = 20, cell: str = "rnn",
+                 obs_std: float = 0.1):
+        super().__init__()
+        self.encoder = recurrent_cell(cell, obs_dim + 1, rec_hidden)
+        self.to_posterior = nn.Linear(rec_hidden, 2 * latent)
+        self.dynamics = LatentDynamics(latent, dyn_hidden)
+        self.decoder = nn.Sequential(nn.Linear(latent, dec_hidden), nn.ReLU(), nn.Linear(dec_hidden, obs_dim))
+        self.solver, self.adjoint = solver, adjoint
+        self.obs_log_var = 2 * math.log(obs_std)
+
+    def posterior(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return (μ, log σ²) of q(z₀ | observations x (B×n×2) at times t (B×n))."""
+        h = x.new_zeros(x.shape[0], self.encoder.hidden_size)
+        for i in reversed(range(x.shape[1])):
+            h = self.encoder(torch.cat([x[:, i], t[:, i : i + 1]], dim=1), h)
+        mean, log_var = self.to_posterior(h).chunk(2, dim=1)
+        return mean, log_var
+
+    def decode_path(self, z0: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
+        """Return the decoded means at every time (B×T×2), integrating z from times[0] = 0."""
+        z = integrate(self.dynamics, z0, times, self.solver, adjoint=self.adjoint)
+        return self.decoder(z.transpose(0, 1))
+
+    def loss(self, x: torch.Tensor, t: torch.Tensor, observed: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
+        """Return the negative ELBO per trajectory, averaged over the batch: observed points x at
+        indices `observed` of the window times."""
+        mean, log_var = self.posterior(x, t)
+        z0 = mean + (0.5 * log_var).exp() * torch.randn_like(mean)
+        predicted = gather_times(self.decode_path(z0, window), observed)
+        log_likelihood = gaussian_log_likelihood(x, predicted, torch.full_like(predicted, self.obs_log_var))
+        kl = 0.5 * (mean**2 + log_var.exp() - 1 - log_var).sum(1)  # KL(q(z₀) || N(0, I))
+        return (kl - log_likelihood.sum((1, 2))).mean()
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor, t: torch.Tensor, observed: torch.Tensor, times: torch.Tensor,
+                n_window: int) -> torch.Tensor:
+        """Return the predicted observation at every one of `times` (B×T×2), from z₀ = μ, inside the
+        observation window (its first n_window times) and beyond it alike."""
+        mean, _ = self.posterior(x, t)
+        return self.decode_path(mean, times)

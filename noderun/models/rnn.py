@@ -1,0 +1,59 @@
+"""Table 2's baseline (Chen et al. 2018, 5.1): an RNN that reads each observation with the time gap to
+the next one and predicts that next observation's mean and log-variance, trained on the Gaussian
+negative log-likelihood. Beyond the last observation it feeds back its own predictions."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from noderun.models.sequence import gaussian_log_likelihood, recurrent_cell
+
+
+class GapRNN(nn.Module):
+    """Input at each step: (x_i, t_{i+1} − t_i); output: mean and log-variance of x_{i+1}."""
+
+    def __init__(self, obs_dim: int = 2, hidden: int = 25, cell: str = "rnn"):
+        super().__init__()
+        self.cell = recurrent_cell(cell, obs_dim + 1, hidden)
+        self.head = nn.Linear(hidden, 2 * obs_dim)
+
+    def step(self, x: torch.Tensor, gap: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Return (mean, log-variance, new hidden state) after reading x with the gap to the next time."""
+        h = self.cell(torch.cat([x, gap.unsqueeze(1)], dim=1), h)
+        mean, log_var = self.head(h).chunk(2, dim=1)
+        return mean, log_var, h
+
+    def loss(self, x: torch.Tensor, t: torch.Tensor, observed: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
+        """Return the negative log-likelihood of observations 2..n given those before, summed over a
+        trajectory and averaged over the batch (the same normalisation as the latent ODE's ELBO)."""
+        h = x.new_zeros(x.shape[0], self.cell.hidden_size)
+        total = x.new_zeros(x.shape[0])
+        for i in range(x.shape[1] - 1):
+            mean, log_var, h = self.step(x[:, i], t[:, i + 1] - t[:, i], h)
+            total = total - gaussian_log_likelihood(x[:, i + 1], mean, log_var).sum(1)
+        return total.mean()
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor, t: torch.Tensor, observed: torch.Tensor, times: torch.Tensor,
+                n_window: int) -> torch.Tensor:
+        """Return predictions at `times` (B×T×2): one step ahead at observations 2..n, then its own
+        roll-out at times[n_window:], after the observation window; NaN where it predicts nothing
+        (the first observation, unobserved times inside the window)."""
+        out = x.new_full((x.shape[0], len(times), x.shape[2]), float("nan"))
+        h = x.new_zeros(x.shape[0], self.cell.hidden_size)
+        rows = torch.arange(x.shape[0], device=x.device)
+        for i in range(x.shape[1] - 1):
+            mean, _, h = self.step(x[:, i], t[:, i + 1] - t[:, i], h)
+            out[rows, observed[:, i + 1]] = mean
+        return self._roll_out(x[:, -1], t[:, -1], h, times, out, n_window)
+
+    def _roll_out(self, last: torch.Tensor, last_time: torch.Tensor, h: torch.Tensor, times: torch.Tensor,
+                  out: torch.Tensor, first: int) -> torch.Tensor:
+        """Fill out[:, k] for every k from `first` on by feeding back each prediction."""
+        previous_time = last_time
+        for k in range(first, len(times)):
+            last, _, h = self.step(last, times[k] - previous_time, h)
+            out[:, k] = last
+            previous_time = times[k].expand_as(last_time)
+        return out

@@ -1,0 +1,117 @@
+"""Table 2 from a set of runs: latent ODE against RNN, test RMSE beyond the observation window by
+number of observed points, mean ± std over seeds, the paper's figures beside ours; and the spiral
+figures of the runs."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from noderun.report.collect import RunSet
+from noderun.report.table import latex, markdown
+
+# Chen et al. 2018, Table 2: predictive RMSE on the test set, by observed points per trajectory (of 100).
+TABLE2 = {"rnn": {30: 0.3937, 50: 0.3202, 100: 0.1813}, "latent_ode": {30: 0.1642, 50: 0.1502, 100: 0.1346}}
+TABLE2_ORDER = ("rnn", "latent_ode")
+TABLE2_LABELS = {"rnn": "RNN", "latent_ode": "Latent ODE"}
+# What else a row is told apart by, so that runs with other solvers or sizes are not averaged together.
+ROW_KEYS = ("model", "solver", "rtol", "adjoint", "n_points", "train_size")
+
+
+def table2_runs(run_set: RunSet) -> pd.DataFrame:
+    """Return the completed time-series runs' summaries as a table (empty when there are none)."""
+    runs = [t for t in run_set.tasks if t.get("task") == "timeseries" and t.get("status") == "completed"]
+    return pd.DataFrame(runs)
+
+
+def _rank(model: str) -> int:
+    return TABLE2_ORDER.index(model) if model in TABLE2_ORDER else len(TABLE2_ORDER)
+
+
+def _std(values: pd.Series) -> float:
+    return float(values.std(ddof=1)) if len(values) > 1 else math.nan
+
+
+def table2(run_set: RunSet) -> pd.DataFrame:
+    """Return one row per model setting and n_obs: seeds, RMSE mean and sample std, the paper's RMSE,
+    NFE, training time and peak memory (means over the seeds)."""
+    runs = table2_runs(run_set)
+    if runs.empty:
+        return runs
+    keys = [k for k in ROW_KEYS if k in runs.columns]
+    rows = []
+    for _, group in runs.groupby([*keys, "n_obs"], dropna=False, sort=False):
+        first = group.iloc[0]
+        model, n_obs = first["model"], int(first["n_obs"])
+        rows.append({**{k: first[k] for k in keys}, "n_obs": n_obs, "seeds": len(group),
+                     "rmse_mean": float(group["test_rmse"].mean()), "rmse_std": _std(group["test_rmse"]),
+                     "paper_rmse": TABLE2.get(model, {}).get(n_obs, math.nan) if first["n_points"] == 100 else math.nan,
+                     "rmse_observed": float(group["test_rmse_observed"].mean()),
+                     "nfe_forward": float(group["nfe_forward"].mean()), "nfe_backward": float(group["nfe_backward"].mean()),
+                     "train_time_s": float(group["train_time_s"].mean()), "peak_memory_mb": float(group["peak_memory_mb"].mean()),
+                     "params": int(first["params"])})
+    table = pd.DataFrame(rows)
+    return table.assign(_rank=table["model"].map(_rank)).sort_values(["_rank", "n_obs"], kind="stable").drop(columns="_rank").reset_index(drop=True)
+
+
+def _row_label(row: pd.Series, setting_columns: list[str]) -> str:
+    label = TABLE2_LABELS.get(row["model"], row["model"])
+    extra = [f"{c}={row[c]}" for c in setting_columns if not pd.isna(row[c])]
+    return label + (f" ({', '.join(extra)})" if extra else "")
+
+
+def _cell(row: pd.Series) -> str:
+    ours = f"{row['rmse_mean']:.4f}" + ("" if math.isnan(row["rmse_std"]) else f" ± {row['rmse_std']:.4f}")
+    paper = "-" if math.isnan(row["paper_rmse"]) else f"{row['paper_rmse']:.4f}"
+    return f"{ours} (paper {paper}; {row['seeds']} seeds)"
+
+
+def display_rows(table: pd.DataFrame) -> list[dict[str, str]]:
+    """Return the paper's layout: one row per model setting, one column per observed-point count."""
+    settings = [c for c in ROW_KEYS[1:] if c in table.columns and table[c].astype(str).nunique() > 1]
+    counts = sorted(table["n_obs"].unique())
+    rows: dict[str, dict[str, str]] = {}
+    for _, r in table.iterrows():
+        label = _row_label(r, settings)
+        row = rows.setdefault(label, {"model": label, **{f"{n} / {r['n_points']}": "-" for n in counts}})
+        row[f"{r['n_obs']} / {r['n_points']}"] = _cell(r)
+    return list(rows.values())
+
+
+def write_table2(table: pd.DataFrame, out_dir: Path) -> str:
+    """Write table2.csv (numbers, one row per setting and n_obs), table2.md and table2.tex (the
+    paper's layout); return the Markdown."""
+    table.round(6).to_csv(out_dir / "table2.csv", index=False)
+    rows = display_rows(table)
+    note = ("Test RMSE against the noiseless spirals at the 100 times after the observation window "
+            "(mean ± sample std over seeds), the paper's Table 2 beside each.")
+    text = note + "\n\n" + markdown(rows)
+    (out_dir / "table2.md").write_text(text + "\n")
+    (out_dir / "table2.tex").write_text(latex(rows))
+    return text
+
+
+def table2_figures(run_set: RunSet, out_dir: Path) -> list[Path]:
+    """Draw, per observed-point count, the first test spirals of the lowest seed with both models'
+    reconstruction and extrapolation (spirals_nobs{N}.png/.pdf); return the files written."""
+    from noderun.report.spiral_figures import spiral_figure
+    from noderun.tasks.timeseries import PREDICTIONS_FILE
+
+    runs = table2_runs(run_set)
+    paths: list[Path] = []
+    if runs.empty:
+        return paths
+    for n_obs, group in runs.groupby("n_obs"):
+        seed = group["seed"].min()
+        chosen = group[group["seed"] == seed].drop_duplicates("model")
+        tables, rmses = {}, {}
+        for _, run in chosen.sort_values("model", key=lambda models: models.map(_rank)).iterrows():
+            path = Path(run["run_dir"]) / PREDICTIONS_FILE
+            if path.exists():
+                tables[run["model"]] = pd.read_csv(path)
+                rmses[run["model"]] = run["test_rmse"]
+        if tables:
+            paths += spiral_figure(tables, int(n_obs), rmses, out_dir, name=f"spirals_nobs{int(n_obs)}")
+    return paths

@@ -1,0 +1,203 @@
+"""`noderun experiment=ecg dataset.path=FILE`: the tutorial's (shared/seeds/002, section 6) MIT-BIH
+heartbeat classification, a 1-D convolutional ResNet against an ODE-Net built alike, trained with
+SGD and momentum on the cross entropy; per-epoch training and test loss (its Figures 13-14), test
+accuracy and confusion matrices, ours beside the tutorial's.
+
+The test set is dataset.test_path when given, else a seeded random `test_fraction` of the file.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any, Iterator
+
+import pandas as pd
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from noderun.data.batches import epoch_generator
+from noderun.data.ecg import NUM_CLASSES, load_ecg_csv
+from noderun.errors import UserError
+from noderun.measure import NFECounter, peak_memory_mb, reset_peak_memory
+from noderun.models import count_parameters
+from noderun.models.ecg import ECG_MODELS, build_ecg_model
+from noderun.records import write_text_atomically
+from noderun.run import solver_spec
+from noderun.tasks.common import task_settings, write_table
+from noderun.train import TrainingFailure, train_epoch
+
+log = logging.getLogger("noderun")
+
+METRICS_FILE = "ecg_metrics.csv"
+CONFUSION_FILE = "ecg_confusion.csv"
+CLASS_NAMES = ("normal", "supraventricular", "ventricular", "fusion", "unclassified")
+
+
+def seeded_subset(signals: torch.Tensor, labels: torch.Tensor, size: int | None, seed: int):
+    """Return a random `size` rows (all when None), drawn from the seed: the real files are sorted by
+    class, so their first rows would hold one class only."""
+    if size is None or size >= len(labels):
+        return signals, labels
+    keep = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))[:size]
+    return signals[keep], labels[keep]
+
+
+def load_splits(cfg: DictConfig, settings: DictConfig) -> tuple[tuple, tuple]:
+    """Return ((train signals, labels), (test signals, labels)) from the dataset's files and the caps."""
+    d = cfg.dataset
+    if d.name != "ecg":
+        raise UserError(f"task=ecg needs dataset=ecg, not dataset={d.name}; run it as experiment=ecg dataset.path=FILE")
+    if d.get("path") is None or str(d.path) in ("", "???"):
+        raise UserError("experiment=ecg needs the MIT-BIH training CSV: add dataset.path=FILE (and dataset.test_path=FILE)")
+    signals, labels = load_ecg_csv(Path(str(d.path)))
+    seed = int(cfg.seed)
+    if d.get("test_path"):
+        train, test = (signals, labels), load_ecg_csv(Path(str(d.test_path)))
+    else:
+        fraction = float(settings.test_fraction)
+        if not 0 < fraction < 1:
+            raise UserError(f"ecg.test_fraction={fraction} is invalid; use a number between 0 and 1")
+        order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+        n_test = max(1, round(fraction * len(labels)))
+        if n_test >= len(labels):
+            raise UserError(f"{d.path} has {len(labels)} rows: too few to hold out a test split")
+        test, train = (signals[order[:n_test]], labels[order[:n_test]]), (signals[order[n_test:]], labels[order[n_test:]])
+    for key in ("train_size", "test_size"):
+        value = settings.get(key)
+        if value is not None and not (isinstance(value, int) and value >= 1):
+            raise UserError(f"ecg.{key}={value} is invalid; use a whole number >= 1 or null for all rows")
+    return (seeded_subset(*train, settings.get("train_size"), seed),
+            seeded_subset(*test, settings.get("test_size"), seed + 1))
+
+
+def signal_batches(signals: torch.Tensor, labels: torch.Tensor, batch_size: int,
+                   generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield shuffled (signals, labels) batches."""
+    order = torch.randperm(len(labels), generator=generator).to(labels.device)
+    for start in range(0, len(order), batch_size):
+        index = order[start : start + batch_size]
+        yield signals[index], labels[index]
+
+
+@torch.no_grad()
+def test_predictions(model: nn.Module, signals: torch.Tensor, labels: torch.Tensor,
+                     batch_size: int) -> tuple[float, torch.Tensor]:
+    """Return (mean cross entropy, predicted classes) of the model over the test signals."""
+    model.eval()
+    loss, predicted = 0.0, []
+    for start in range(0, len(labels), batch_size):
+        logits = model(signals[start : start + batch_size])
+        loss += float(nn.functional.cross_entropy(logits, labels[start : start + batch_size], reduction="sum"))
+        predicted.append(logits.argmax(1))
+    return loss / len(labels), torch.cat(predicted)
+
+
+def confusion_matrix(labels: torch.Tensor, predicted: torch.Tensor) -> torch.Tensor:
+    """Return the NUM_CLASSES × NUM_CLASSES counts: row = true class, column = predicted class."""
+    flat = labels.cpu() * NUM_CLASSES + predicted.cpu()
+    return torch.bincount(flat, minlength=NUM_CLASSES**2).reshape(NUM_CLASSES, NUM_CLASSES)
+
+
+def train_model(name: str, cfg: DictConfig, settings: DictConfig, train: tuple, test: tuple,
+                device: torch.device, on_epoch) -> tuple[torch.Tensor | None, str | None]:
+    """Train one model for the settings' epochs, calling on_epoch(row) after each; return its final
+    confusion matrix, or (None, reason) when training stopped (loss not finite, solver gave up)."""
+    torch.manual_seed(int(cfg.seed))
+    model = build_ecg_model(name, solver_spec(cfg), int(settings.channels), adjoint=bool(settings.adjoint)).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=float(settings.lr), momentum=float(settings.momentum))
+    counter, batch_size, epochs = NFECounter(model), int(settings.batch_size), int(settings.epochs)
+    matrix = None
+    for epoch in range(1, epochs + 1):
+        reset_peak_memory(device)
+        batches = signal_batches(*train, batch_size, epoch_generator(int(cfg.seed), epoch))
+        try:
+            stats = train_epoch(model, optimizer, batches, math.ceil(len(train[1]) / batch_size), counter,
+                                f"{name} epoch {epoch}/{epochs}", bool(cfg.trainer.progress), measure=False)
+        except (TrainingFailure, AssertionError) as error:  # AssertionError: torchdiffeq's underflow in dt
+            return None, f"epoch {epoch}: {error}"
+        test_loss, predicted = test_predictions(model, *test, int(settings.eval_batch_size))
+        accuracy = int((predicted == test[1]).sum()) / len(test[1])  # exact, not a float32 mean
+        matrix = confusion_matrix(test[1], predicted)
+        on_epoch({"model": name, "epoch": epoch, "train_loss": stats.loss, "train_accuracy": stats.accuracy,
+                  "test_loss": test_loss, "test_accuracy": accuracy, "nfe_forward": stats.nfe_forward,
+                  "nfe_backward": stats.nfe_backward, "epoch_time_s": round(stats.time_s, 2),
+                  "peak_memory_mb": round(peak_memory_mb(device), 1), "params": count_parameters(model)})
+        log.info("ecg %s epoch %d: train loss %.4f, test loss %.4f, test accuracy %.2f %%", name, epoch,
+                 stats.loss, test_loss, 100 * accuracy)
+    return matrix, None
+
+
+def confusion_table(matrices: dict[str, torch.Tensor]) -> pd.DataFrame:
+    """Return the confusion matrices in long form: model, true class, predicted class, count."""
+    return pd.DataFrame([{"model": name, "true": i, "predicted": j, "count": int(matrix[i, j])}
+                         for name, matrix in matrices.items() for i in range(NUM_CLASSES) for j in range(NUM_CLASSES)])
+
+
+def markdown_report(metrics: pd.DataFrame, matrices: dict[str, torch.Tensor], failures: dict[str, str],
+                    sizes: tuple[int, int], seed_document: DictConfig) -> str:
+    """Return the final accuracy and test loss beside the tutorial's, and every confusion matrix."""
+    lines = [f"{sizes[0]:,} training and {sizes[1]:,} test beats. Last epoch, ours beside the tutorial's "
+             "(its 25 epochs on about 87,554 / 21,892 beats):", "",
+             "| model | epochs | test accuracy % (ours) | (tutorial) | test loss (ours) | (tutorial) | NFE-F | NFE-B | s/epoch |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name in metrics["model"].unique() if len(metrics) else []:
+        last = metrics[metrics["model"] == name].iloc[-1]
+        theirs = seed_document.get(name, {})
+        lines.append(f"| {name} | {last['epoch']} | {100 * last['test_accuracy']:.2f} | {theirs.get('accuracy', '')} | "
+                     f"{last['test_loss']:.4f} | {theirs.get('test_loss', '')} | {last['nfe_forward']:.1f} | "
+                     f"{last['nfe_backward']:.1f} | {last['epoch_time_s']:.1f} |")
+    lines += [f"| {name} | failed: {reason} | | | | | | | |" for name, reason in failures.items()]
+    for title, source in (("ours", {n: m.tolist() for n, m in matrices.items()}),
+                          ("the tutorial's", {n: list(map(list, b.confusion)) for n, b in seed_document.items()})):
+        for name, matrix in source.items():
+            lines += ["", f"Confusion matrix, {name}, {title} (row: true class, column: predicted):", "",
+                      "| true \\ predicted | " + " | ".join(str(k) for k in range(NUM_CLASSES)) + " |",
+                      "|---" * (NUM_CLASSES + 1) + "|"]
+            lines += [f"| {k} {CLASS_NAMES[k]} | " + " | ".join(str(v) for v in row) + " |" for k, row in enumerate(matrix)]
+    return "\n".join(lines) + "\n"
+
+
+def measure(cfg: DictConfig, run_dir: Path, device: torch.device, summary: dict[str, Any]) -> None:
+    """Train each model; write ecg_metrics.csv (after every epoch), ecg_confusion.csv, ecg.md and figures."""
+    from noderun.report.seed_figures import ecg_figures  # matplotlib only once needed
+
+    settings = task_settings(cfg)
+    names = list(settings.models)
+    unknown = [n for n in names if n not in ECG_MODELS]
+    if unknown or not names:
+        raise UserError(f"ecg.models={names} is invalid; choose from: {', '.join(ECG_MODELS)}")
+    train, test = load_splits(cfg, settings)
+    train, test = tuple(t.to(device) for t in train), tuple(t.to(device) for t in test)
+    summary.update(train_size=len(train[1]), test_size=len(test[1]), train_path=str(cfg.dataset.path),
+                   test_path=str(cfg.dataset.test_path) if cfg.dataset.get("test_path") else None)
+    rows, matrices, failures = [], {}, {}
+
+    def on_epoch(row: dict[str, Any]) -> None:
+        rows.append(row)  # written at once: a later failure or interrupt keeps the epochs done
+        write_text_atomically(run_dir / METRICS_FILE, pd.DataFrame(rows).to_csv(index=False))
+
+    for name in names:
+        matrix, reason = train_model(name, cfg, settings, train, test, device, on_epoch)
+        if reason:
+            failures[name] = reason
+            log.warning("ecg %s stopped: %s", name, reason)
+        else:
+            matrices[name] = matrix
+    metrics = pd.DataFrame(rows)
+    if rows:
+        summary["files"].append(METRICS_FILE)
+    if matrices:
+        write_table(run_dir, CONFUSION_FILE, confusion_table(matrices), summary)
+    write_text_atomically(run_dir / "ecg.md", markdown_report(metrics, matrices, failures,
+                                                             (len(train[1]), len(test[1])), settings.seed_document))
+    summary["files"].append("ecg.md")
+    summary["files"] += [p.name for p in ecg_figures(metrics, matrices, settings.seed_document, run_dir)]
+    for name in matrices:
+        last = metrics[metrics["model"] == name].iloc[-1]
+        summary[f"{name}_test_accuracy"] = float(last["test_accuracy"])
+    summary["failed_models"] = failures
+    if len(failures) == len(names):
+        raise TrainingFailure("; ".join(f"{n}: {r}" for n, r in failures.items()))

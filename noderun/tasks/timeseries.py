@@ -1,0 +1,188 @@
+"""`noderun model=latent_ode|rnn` (dataset=spirals): Table 2's time-series models, trained with Adam
+on the observed points of the training spirals (noderun.data.spirals).
+
+What is predicted from what: each test trajectory's n_obs observed points (inside the observation
+window, its first n_points times) are the model's only input; it then predicts the n_points times
+after the window. `test_rmse`, the Table 2 number, is the root mean square difference between those
+predictions and the noiseless spiral, over both coordinates, every predicted time and every test
+trajectory. Also recorded: the same at the observed points (reconstruction; for the RNN its
+one-step-ahead predictions of observations 2..n) and, for the latent ODE, at the window's unobserved
+times (interpolation).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pandas as pd
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from noderun.data.batches import epoch_generator
+from noderun.data.spirals import SpiralSplit, Spirals, make_spirals
+from noderun.errors import UserError
+from noderun.measure import NFECounter, peak_memory_mb, reset_peak_memory, wait_for
+from noderun.models import count_parameters
+from noderun.models.latent_ode import LatentODE
+from noderun.models.rnn import GapRNN
+from noderun.models.sequence import gather_times
+from noderun.records import METRICS_FILE, save_checkpoint, write_text_atomically
+from noderun.run import solver_spec
+from noderun.tasks.common import write_table
+from noderun.train import TrainingFailure
+
+log = logging.getLogger("noderun")
+
+SEQUENCE_MODELS = ("latent_ode", "rnn")
+PREDICTIONS_FILE = "spiral_predictions.csv"
+
+
+def build_sequence_model(cfg: DictConfig) -> nn.Module:
+    """Return the latent ODE or the RNN baseline the run's model config describes."""
+    m = cfg.model
+    if m.name not in SEQUENCE_MODELS:
+        raise UserError(f"dataset=spirals takes model=latent_ode or model=rnn, not model={m.name}")
+    if m.name == "rnn":
+        return GapRNN(hidden=int(m.hidden), cell=str(m.cell))
+    if not float(m.obs_std) > 0:
+        raise UserError(f"model.obs_std={m.obs_std} is invalid; the likelihood's std must be > 0")
+    return LatentODE(solver_spec(cfg), adjoint=bool(m.adjoint), latent=int(m.latent), rec_hidden=int(m.rec_hidden),
+                     dyn_hidden=int(m.dyn_hidden), dec_hidden=int(m.dec_hidden), cell=str(m.cell),
+                     obs_std=float(m.obs_std))
+
+
+def observations(split: SpiralSplit, times: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return the observed noisy points (B×n×2) and their times (B×n)."""
+    return gather_times(split.noisy, split.observed), times[split.observed]
+
+
+def batches(split: SpiralSplit, batch_size: int, generator: torch.Generator) -> Iterator[SpiralSplit]:
+    """Yield shuffled batches of trajectories."""
+    order = torch.randperm(len(split), generator=generator).to(split.clean.device)
+    for start in range(0, len(order), batch_size):
+        yield split.subset(order[start : start + batch_size])
+
+
+def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: Spirals, batch_size: int,
+                    generator: torch.Generator, counter: NFECounter) -> dict[str, float]:
+    """Run one epoch; return the mean loss and NFE per iteration. Raises TrainingFailure on a
+    loss that is not finite."""
+    losses, nfe_f, nfe_b = [], [], []
+    for batch in batches(data.train, batch_size, generator):
+        x, t = observations(batch, data.times)
+        counter.take()
+        loss = model.loss(x, t, batch.observed, data.window)
+        nfe_f.append(counter.take())
+        if not torch.isfinite(loss):
+            raise TrainingFailure(f"loss became {float(loss)}; try a smaller trainer.lr")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nfe_b.append(counter.take())
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    return {"train_loss": sum(losses) / len(losses), "nfe_forward": sum(nfe_f) / len(nfe_f),
+            "nfe_backward": sum(nfe_b) / len(nfe_b)}
+
+
+@torch.no_grad()
+def predict_split(model: nn.Module, split: SpiralSplit, data: Spirals, batch_size: int) -> torch.Tensor:
+    """Return the model's predictions at every time for every trajectory of split (N×2n_points×2)."""
+    model.eval()
+    parts = []
+    for start in range(0, len(split), batch_size):
+        batch = split.subset(torch.arange(start, min(start + batch_size, len(split)), device=split.clean.device))
+        parts.append(model.predict(*observations(batch, data.times), batch.observed, data.times, data.n_points))
+    model.train()
+    return torch.cat(parts)
+
+
+def rmse(predicted: torch.Tensor, truth: torch.Tensor, mask: torch.Tensor) -> float | None:
+    """Return the RMSE over both coordinates at the masked (N×T) times where a prediction exists."""
+    mask = mask & ~predicted.isnan().any(-1)
+    if not mask.any():
+        return None
+    return float(((predicted - truth)[mask] ** 2).mean().sqrt())
+
+
+def prediction_errors(predicted: torch.Tensor, split: SpiralSplit, n_points: int) -> dict[str, float | None]:
+    """Return test RMSE against the noiseless spirals: beyond the window (the Table 2 number), at the
+    observed points, and at the window's unobserved times."""
+    n, total = predicted.shape[:2]
+    observed = torch.zeros(n, total, dtype=torch.bool, device=predicted.device)
+    observed.scatter_(1, split.observed, True)
+    window = torch.arange(total, device=predicted.device) < n_points
+    return {"test_rmse": rmse(predicted, split.clean, ~window.expand(n, -1)),
+            "test_rmse_observed": rmse(predicted, split.clean, observed),
+            "test_rmse_unobserved": rmse(predicted, split.clean, window & ~observed)}
+
+
+def prediction_table(predicted: torch.Tensor, split: SpiralSplit, data: Spirals, count: int) -> pd.DataFrame:
+    """Return the first `count` test trajectories in long form for figures: truth, noisy point,
+    whether observed, and the prediction at every time."""
+    rows = []
+    for i in range(min(count, len(split))):
+        observed = set(split.observed[i].tolist())
+        for k in range(len(data.times)):
+            rows.append({"trajectory": i, "k": k, "t": float(data.times[k]), "in_window": k < data.n_points,
+                         "observed": k in observed, "clockwise": bool(split.clockwise[i]),
+                         "true_x": float(split.clean[i, k, 0]), "true_y": float(split.clean[i, k, 1]),
+                         "noisy_x": float(split.noisy[i, k, 0]), "noisy_y": float(split.noisy[i, k, 1]),
+                         "pred_x": float(predicted[i, k, 0]), "pred_y": float(predicted[i, k, 1])})
+    return pd.DataFrame(rows)
+
+
+def measure(cfg: DictConfig, run_dir: Path, device: torch.device, summary: dict[str, Any]) -> None:
+    """Train the model, recording metrics.csv after every epoch; then write the test RMSEs into the
+    summary, the predictions of a few test spirals, their figure and a checkpoint."""
+    from noderun.report.spiral_figures import spiral_figure  # matplotlib only once needed
+
+    t, seed = cfg.trainer, int(cfg.seed)
+    data = make_spirals(cfg.dataset, seed)
+    data = Spirals(data.times.to(device), data.n_points, data.train.to(device), data.test.to(device))
+    torch.manual_seed(seed)
+    model = build_sequence_model(cfg).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=float(t.lr))
+    counter = NFECounter(model)
+    ode = cfg.model.name == "latent_ode"
+    summary.update(model=cfg.model.name, n_obs=int(cfg.dataset.n_obs), n_points=data.n_points,
+                   train_size=len(data.train), test_size=len(data.test), params=count_parameters(model),
+                   solver=cfg.solver.method if ode else None, rtol=cfg.solver.rtol if ode else None,
+                   atol=cfg.solver.atol if ode else None, adjoint=bool(cfg.model.adjoint) if ode else None,
+                   peak_memory_kind="cuda_max_allocated" if device.type == "cuda" else "cpu_max_rss",
+                   epochs_done=0, train_time_s=0.0)
+    rows, train_time = [], 0.0
+    for epoch in range(1, int(t.epochs) + 1):
+        reset_peak_memory(device)
+        start = time.perf_counter()
+        stats = train_one_epoch(model, optimizer, data, int(t.batch_size), epoch_generator(seed, epoch), counter)
+        wait_for(device)
+        elapsed = time.perf_counter() - start
+        train_time += elapsed
+        counter.take()
+        errors = prediction_errors(predict_split(model, data.test, data, int(t.eval_batch_size)), data.test, data.n_points)
+        rows.append({"epoch": epoch, **stats, "nfe_forward_eval": counter.take() / math.ceil(len(data.test) / int(t.eval_batch_size)),
+                     **errors, "epoch_time_s": round(elapsed, 3), "peak_memory_mb": round(peak_memory_mb(device), 1)})
+        # after every epoch: a later failure or interrupt keeps them
+        write_text_atomically(run_dir / METRICS_FILE, pd.DataFrame(rows).to_csv(index=False))
+        summary.update(epochs_done=epoch, train_time_s=round(train_time, 2))
+        log.info("%s n_obs=%d epoch %d/%d: loss %.3f, test RMSE beyond the window %.4f, NFE-F %.1f, NFE-B %.1f, %.1f s",
+                 cfg.model.name, cfg.dataset.n_obs, epoch, t.epochs, stats["train_loss"], errors["test_rmse"],
+                 stats["nfe_forward"], stats["nfe_backward"], elapsed)
+    last = rows[-1]
+    summary.update({key: last[key] for key in ("test_rmse", "test_rmse_observed", "test_rmse_unobserved",
+                                                "nfe_forward", "nfe_backward", "nfe_forward_eval", "train_loss")})
+    summary.update(peak_memory_mb=max(r["peak_memory_mb"] for r in rows))
+    summary["files"].append(METRICS_FILE)
+    save_checkpoint(run_dir / "last.pt", {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                          "epoch": int(t.epochs)})
+    summary["files"].append("last.pt")
+    predicted = predict_split(model, data.test, data, int(t.eval_batch_size))
+    table = prediction_table(predicted.cpu(), data.test.to(torch.device("cpu")), data, int(cfg.model.plot_spirals))
+    write_table(run_dir, PREDICTIONS_FILE, table, summary)
+    summary["files"] += [p.name for p in spiral_figure({cfg.model.name: table}, int(cfg.dataset.n_obs),
+                                                       {cfg.model.name: summary["test_rmse"]}, run_dir)]
