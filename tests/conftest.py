@@ -59,3 +59,10 @@ def single_run_dir(cwd: Path) -> Path:
 def error_lines(result: subprocess.CompletedProcess) -> list[str]:
     """Return the non-empty lines the command wrote to stderr."""
     return [line for line in result.stderr.splitlines() if line.strip()]
+
+
+def single_error_line(result: subprocess.CompletedProcess) -> str:
+    """Check that the command stopped on a user's mistake (exit code 2) with one line on stderr; return it."""
+    lines = error_lines(result)
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    return lines[0]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from conftest import error_lines, run_noderun, single_run_dir
+from conftest import SMALL, run_noderun, single_error_line, single_run_dir
 
 
 def test_solver_accuracy_against_the_exact_solution(mnist_root, tmp_path):
@@ -34,10 +34,9 @@ def test_solver_accuracy_against_the_exact_solution(mnist_root, tmp_path):
 
 
 def test_solver_accuracy_refuses_an_unknown_method_in_one_line(mnist_root, tmp_path):
-    result = run_noderun(["experiment=solver_accuracy", "solver_accuracy.methods=[euler,rk5]"], mnist_root, tmp_path)
-    assert result.returncode == 2
-    lines = error_lines(result)
-    assert len(lines) == 1 and "rk5" in lines[0] and "dopri5" in lines[0], result.stderr
+    line = single_error_line(run_noderun(["experiment=solver_accuracy", "solver_accuracy.methods=[euler,rk5]"],
+                                         mnist_root, tmp_path))
+    assert "rk5" in line and "dopri5" in line
 
 
 def composed(overrides: list[str]):
@@ -59,6 +58,16 @@ def test_seed_training_presets_set_the_documents_protocols():
     assert (sweep.model, sweep.seed) == ("mlp,resnet,rknet,odenet", "0,1,2")
     cfg = composed(["experiment=odenet_vs_resnet", "model=odenet"])
     assert cfg.trainer.epochs == 50 and cfg.hydra.sweeper.params.model == "resnet,odenet"
+
+
+def test_odenet_vs_resnet_report_puts_the_documents_figures_beside_ours(mnist_root, tmp_path):
+    result = run_noderun(["experiment=odenet_vs_resnet", *SMALL, "trainer.progress=false"], mnist_root, tmp_path)
+    assert result.returncode == 0, result.stderr
+    sweep = next((tmp_path / "outputs" / "multirun").iterdir())
+    table = pd.read_csv(sweep / "report" / "table1.csv").set_index("model")
+    assert table.loc["ODE-Net", "reference_error"] == 0.42 and table.loc["ResNet", "reference_error"] == 0.48
+    text = (sweep / "report" / "table1.md").read_text()
+    assert "seed document error (%)" in text and "0.42 (seed 000: test error after 50 epochs)" in text
 
 
 CUBIC_SHORT = ["experiment=cubic", "cubic.resnet.iterations=60", "cubic.odenet.iterations=25",
@@ -101,10 +110,8 @@ def test_cubic_regression_fits_compares_and_draws(mnist_root, tmp_path):
 
 
 def test_cubic_task_refuses_another_dataset_in_one_line(mnist_root, tmp_path):
-    result = run_noderun(["experiment=cubic", "dataset=mnist"], mnist_root, tmp_path)
-    assert result.returncode == 2
-    lines = error_lines(result)
-    assert len(lines) == 1 and "dataset=mnist" in lines[0] and "dataset=cubic" in lines[0], result.stderr
+    line = single_error_line(run_noderun(["experiment=cubic", "dataset=mnist"], mnist_root, tmp_path))
+    assert "dataset=mnist" in line and "dataset=cubic" in line
 
 
 def made_up_ecg_file(tmp_path, rows: int) -> str:
@@ -140,7 +147,5 @@ def test_ecg_classifies_beats_and_writes_confusion_matrices(mnist_root, tmp_path
 
 def test_ecg_without_its_file_says_so_in_one_line(mnist_root, tmp_path):
     missing = tmp_path / "nowhere.csv"
-    result = run_noderun(["experiment=ecg", f"dataset.path={missing}"], mnist_root, tmp_path)
-    assert result.returncode == 2
-    lines = error_lines(result)
-    assert len(lines) == 1 and str(missing) in lines[0] and "dataset.path" in lines[0], result.stderr
+    line = single_error_line(run_noderun(["experiment=ecg", f"dataset.path={missing}"], mnist_root, tmp_path))
+    assert str(missing) in line and "dataset.path" in line

@@ -14,7 +14,7 @@ from noderun.report.paper import ODE_MODELS
 
 # Config keys that never distinguish one experiment from another (where things live, how they show).
 IGNORED_CONFIG_KEYS = ("seed", "resume", "device", "threads", "paths.", "dataset.root", "dataset.sources",
-                       "dataset.download_timeout_s", "trainer.progress", "experiment")
+                       "dataset.download_timeout_s", "trainer.progress", "experiment", "reference.")
 # Config keys that mean nothing for models without an ODE block.
 ODE_ONLY_PREFIXES = ("solver.", "model.adjoint", "model.t1")
 

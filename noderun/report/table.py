@@ -6,12 +6,29 @@ import math
 from pathlib import Path
 
 import pandas as pd
+from omegaconf import OmegaConf
 
 from noderun.report.collect import RunSet
 from noderun.report.paper import MODEL_LABELS, ODE_MODELS, TABLE1, model_rank
 
 NUMERIC_COLUMNS = ("test_error_mean", "test_error_std", "params_m", "nfe_forward", "nfe_backward",
-                   "train_time_per_epoch_s", "peak_memory_mb", "paper_test_error", "diff_test_error", "paper_params_m")
+                   "train_time_per_epoch_s", "peak_memory_mb", "paper_test_error", "diff_test_error", "paper_params_m",
+                   "train_time_s")
+# What a preset's `reference:` block (a seed document's own figures) puts beside ours.
+REFERENCE_COLUMNS = ("reference_error", "reference_train_time_s", "reference_source")
+
+
+def preset_reference(run_dir: str, model: str) -> dict[str, object]:
+    """Return the seed document's figures for this model from the run's `reference:` config block
+    (set by presets such as odenet_vs_resnet and table1_rk4), or {} when it has none."""
+    path = Path(run_dir) / ".hydra" / "config.yaml"
+    reference = OmegaConf.load(path).get("reference") if path.exists() else None
+    if not reference or model not in reference.get("error", {}):
+        return {}
+    return {"reference_error": float(reference.error[model]),
+            "reference_train_time_s": float(reference.get("train_time_s", {}).get(model, math.nan)),
+            "reference_source": f"{reference.source}: {reference.error_kind}"}
+
 
 
 def _std(values: pd.Series) -> float:
@@ -44,6 +61,7 @@ def table1(run_set: RunSet) -> pd.DataFrame:
             "nfe_forward": float(group["nfe_forward"].mean()) if ode else math.nan,
             "nfe_backward": float(group["nfe_backward"].mean()) if ode else math.nan,
             "train_time_per_epoch_s": float((group["train_time_s"] / group["epochs_done"]).mean()),
+            "train_time_s": float(group["train_time_s"].mean()),
             "peak_memory_mb": float(group["peak_memory_mb"].mean()),
             "paper_test_error": paper.get("test_error", math.nan),
             "diff_test_error": float(group["test_error"].mean()) - paper.get("test_error", math.nan),
@@ -51,6 +69,7 @@ def table1(run_set: RunSet) -> pd.DataFrame:
             "paper_memory": paper.get("memory", "-"),
             "paper_time": paper.get("time", "-"),
             "_rank": model_rank(model),
+            **preset_reference(group["run_dir"].iloc[0], model),
         })
         rows.append(row)
     table = pd.DataFrame(rows)
@@ -66,7 +85,7 @@ def _fmt(value: float, digits: int = 2) -> str:
 def display_rows(table: pd.DataFrame) -> list[dict[str, str]]:
     """Return the table's rows as the strings shown in Markdown and LaTeX."""
     config_columns = [c for c in table.columns if c not in NUMERIC_COLUMNS
-                      and c not in ("model", "seeds", "paper_memory", "paper_time")]
+                      and c not in ("model", "seeds", "paper_memory", "paper_time", *REFERENCE_COLUMNS)]
     rows = []
     for _, r in table.iterrows():
         error = _fmt(r["test_error_mean"]) + ("" if math.isnan(r["test_error_std"]) else f" ± {_fmt(r['test_error_std'])}")
@@ -79,6 +98,11 @@ def display_rows(table: pd.DataFrame) -> list[dict[str, str]]:
             "train s/epoch": _fmt(r["train_time_per_epoch_s"], 1), "peak memory (MiB)": _fmt(r["peak_memory_mb"], 0),
             "paper memory": r["paper_memory"], "paper time": r["paper_time"],
         })
+        if "reference_error" in table.columns:  # a seed document's preset: its figures beside ours
+            known = not pd.isna(r["reference_error"])
+            row.update({"seed document error (%)": f"{_fmt(r['reference_error'])} ({r['reference_source']})" if known else "-",
+                        "train s (ours, total)": _fmt(r["train_time_s"], 0),
+                        "seed document train s": _fmt(r["reference_train_time_s"], 0) if known else "-"})
         rows.append(row)
     return rows
 
