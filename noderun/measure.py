@@ -13,7 +13,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
-from noderun.models.ode_block import CountedDynamics
+from noderun.models import dynamics_of
 
 
 class NFECounter:
@@ -25,7 +25,7 @@ class NFECounter:
     """
 
     def __init__(self, model: nn.Module):
-        self.dynamics = [m for m in model.modules() if isinstance(m, CountedDynamics)]
+        self.dynamics = dynamics_of(model)
 
     def take(self) -> int:
         """Return the evaluations since the last take and reset the counters."""

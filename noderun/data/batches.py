@@ -53,12 +53,19 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 100_003 + epoch)
 
 
+def shuffled_batch_indices(n: int, batch_size: int, generator: torch.Generator,
+                           device: torch.device) -> Iterator[torch.Tensor]:
+    """Yield the indices of each batch of one shuffled pass over n examples (a permutation drawn from
+    generator when iteration starts), on device."""
+    order = torch.randperm(n, generator=generator).to(device)
+    for start in range(0, n, batch_size):
+        yield order[start : start + batch_size]
+
+
 def training_batches(split: ImageSplit, batch_size: int, generator: torch.Generator,
                      crop_padding: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield shuffled float batches of the split, randomly cropped when crop_padding > 0."""
-    order = torch.randperm(len(split), generator=generator).to(split.labels.device)
-    for start in range(0, len(split), batch_size):
-        index = order[start : start + batch_size]
+    for index in shuffled_batch_indices(len(split), batch_size, generator, split.labels.device):
         images = split.images[index]
         if crop_padding > 0:
             images = random_crop(images, crop_padding, generator)

@@ -4,6 +4,8 @@ negative log-likelihood. Beyond the last observation it feeds back its own predi
 
 from __future__ import annotations
 
+from typing import Iterator
+
 import torch
 from torch import nn
 
@@ -27,12 +29,18 @@ class GapRNN(nn.Module):
     def loss(self, x: torch.Tensor, t: torch.Tensor, observed: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
         """Return the negative log-likelihood of observations 2..n given those before, summed over a
         trajectory and averaged over the batch (the same normalisation as the latent ODE's ELBO)."""
-        h = x.new_zeros(x.shape[0], self.cell.hidden_size)
         total = x.new_zeros(x.shape[0])
+        for i, mean, log_var, _ in self._read(x, t):
+            total = total - gaussian_log_likelihood(x[:, i], mean, log_var).sum(1)
+        return total.mean()
+
+    def _read(self, x: torch.Tensor, t: torch.Tensor) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Read the observations in order; yield (i, mean, log-variance, hidden state) of the
+        prediction of observation i, for i = 1..n-1."""
+        h = x.new_zeros(x.shape[0], self.cell.hidden_size)
         for i in range(x.shape[1] - 1):
             mean, log_var, h = self.step(x[:, i], t[:, i + 1] - t[:, i], h)
-            total = total - gaussian_log_likelihood(x[:, i + 1], mean, log_var).sum(1)
-        return total.mean()
+            yield i + 1, mean, log_var, h
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor, t: torch.Tensor, observed: torch.Tensor, times: torch.Tensor,
@@ -41,11 +49,10 @@ class GapRNN(nn.Module):
         roll-out at times[n_window:], after the observation window; NaN where it predicts nothing
         (the first observation, unobserved times inside the window)."""
         out = x.new_full((x.shape[0], len(times), x.shape[2]), float("nan"))
-        h = x.new_zeros(x.shape[0], self.cell.hidden_size)
+        h = x.new_zeros(x.shape[0], self.cell.hidden_size)  # the state when there is one observation only
         rows = torch.arange(x.shape[0], device=x.device)
-        for i in range(x.shape[1] - 1):
-            mean, _, h = self.step(x[:, i], t[:, i + 1] - t[:, i], h)
-            out[rows, observed[:, i + 1]] = mean
+        for i, mean, _, h in self._read(x, t):
+            out[rows, observed[:, i]] = mean
         return self._roll_out(x[:, -1], t[:, -1], h, times, out, n_window)
 
     def _roll_out(self, last: torch.Tensor, last_time: torch.Tensor, h: torch.Tensor, times: torch.Tensor,

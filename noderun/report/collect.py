@@ -14,7 +14,9 @@ from noderun.report.paper import ODE_MODELS
 
 # Config keys that never distinguish one experiment from another (where things live, how they show).
 IGNORED_CONFIG_KEYS = ("seed", "resume", "device", "threads", "paths.", "dataset.root", "dataset.sources",
-                       "dataset.download_timeout_s", "trainer.progress", "experiment", "reference.")
+                       "dataset.download_timeout_s", "trainer.progress", "experiment")
+# A preset's `reference:` block: a seed document's own figures, read by the table, never a row key.
+REFERENCE_PREFIX = "config.reference."
 # Config keys that mean nothing for models without an ODE block.
 ODE_ONLY_PREFIXES = ("solver.", "model.adjoint", "model.t1")
 
@@ -103,7 +105,8 @@ def _varying_config_keys(runs: pd.DataFrame) -> list[str]:
     are part of what the model is, and the model is always a row key.
     """
     keys = []
-    config_columns = [c for c in runs.columns if c.startswith("config.") and c != "config.model.name"]
+    config_columns = [c for c in runs.columns if c.startswith("config.") and c != "config.model.name"
+                      and not c.startswith(REFERENCE_PREFIX)]
     for column in config_columns:
         per_model = runs.groupby("model")[column].agg(lambda values: values.astype(str).nunique(dropna=False))
         if (per_model > 1).any():

@@ -8,10 +8,8 @@ from pathlib import Path
 import pandas as pd
 
 from noderun.report.figures import save_figure  # also selects matplotlib's file-only backend
+from noderun.report.paper import SEQUENCE_COLORS, SEQUENCE_LABELS
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
-
-SEQUENCE_LABELS = {"latent_ode": "Latent ODE", "rnn": "RNN"}
-SEQUENCE_COLORS = {"latent_ode": "#2ca02c", "rnn": "#d62728"}
 
 
 def _draw_trajectory(ax, points: pd.DataFrame, model: str) -> None:

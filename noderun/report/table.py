@@ -6,9 +6,8 @@ import math
 from pathlib import Path
 
 import pandas as pd
-from omegaconf import OmegaConf
 
-from noderun.report.collect import RunSet
+from noderun.report.collect import REFERENCE_PREFIX, RunSet
 from noderun.report.paper import MODEL_LABELS, ODE_MODELS, TABLE1, model_rank
 
 NUMERIC_COLUMNS = ("test_error_mean", "test_error_std", "params_m", "nfe_forward", "nfe_backward",
@@ -18,20 +17,21 @@ NUMERIC_COLUMNS = ("test_error_mean", "test_error_std", "params_m", "nfe_forward
 REFERENCE_COLUMNS = ("reference_error", "reference_train_time_s", "reference_source")
 
 
-def preset_reference(run_dir: str, model: str) -> dict[str, object]:
-    """Return the seed document's figures for this model from the run's `reference:` config block
-    (set by presets such as odenet_vs_resnet and table1_rk4), or {} when it has none."""
-    path = Path(run_dir) / ".hydra" / "config.yaml"
-    reference = OmegaConf.load(path).get("reference") if path.exists() else None
-    if not reference or model not in reference.get("error", {}):
+def preset_reference(run: pd.Series, model: str) -> dict[str, object]:
+    """Return the seed document's figures for this model from a run's `reference:` config block (set
+    by presets such as odenet_vs_resnet and table1_rk4), or {} when it has none."""
+    error = run.get(f"{REFERENCE_PREFIX}error.{model}")
+    if error is None or pd.isna(error):
         return {}
-    return {"reference_error": float(reference.error[model]),
-            "reference_train_time_s": float(reference.get("train_time_s", {}).get(model, math.nan)),
-            "reference_source": f"{reference.source}: {reference.error_kind}"}
+    time_s = run.get(f"{REFERENCE_PREFIX}train_time_s.{model}")
+    return {"reference_error": float(error),
+            "reference_train_time_s": math.nan if time_s is None or pd.isna(time_s) else float(time_s),
+            "reference_source": f"{run[REFERENCE_PREFIX + 'source']}: {run[REFERENCE_PREFIX + 'error_kind']}"}
 
 
 
-def _std(values: pd.Series) -> float:
+def sample_std(values: pd.Series) -> float:
+    """Return the sample standard deviation (n - 1), NaN for a single value."""
     return float(values.std(ddof=1)) if len(values) > 1 else math.nan
 
 
@@ -56,7 +56,7 @@ def table1(run_set: RunSet) -> pd.DataFrame:
         row.update({
             "seeds": len(group),
             "test_error_mean": float(group["test_error"].mean()),
-            "test_error_std": _std(group["test_error"]),
+            "test_error_std": sample_std(group["test_error"]),
             "params_m": float(group["params"].mean()) / 1e6,
             "nfe_forward": float(group["nfe_forward"].mean()) if ode else math.nan,
             "nfe_backward": float(group["nfe_backward"].mean()) if ode else math.nan,
@@ -69,7 +69,7 @@ def table1(run_set: RunSet) -> pd.DataFrame:
             "paper_memory": paper.get("memory", "-"),
             "paper_time": paper.get("time", "-"),
             "_rank": model_rank(model),
-            **preset_reference(group["run_dir"].iloc[0], model),
+            **preset_reference(group.iloc[0], model),
         })
         rows.append(row)
     table = pd.DataFrame(rows)

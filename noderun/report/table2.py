@@ -10,12 +10,8 @@ from pathlib import Path
 import pandas as pd
 
 from noderun.report.collect import RunSet
-from noderun.report.table import latex, markdown
-
-# Chen et al. 2018, Table 2: predictive RMSE on the test set, by observed points per trajectory (of 100).
-TABLE2 = {"rnn": {30: 0.3937, 50: 0.3202, 100: 0.1813}, "latent_ode": {30: 0.1642, 50: 0.1502, 100: 0.1346}}
-TABLE2_ORDER = ("rnn", "latent_ode")
-TABLE2_LABELS = {"rnn": "RNN", "latent_ode": "Latent ODE"}
+from noderun.report.paper import SEQUENCE_LABELS, SEQUENCE_ORDER, TABLE2
+from noderun.report.table import latex, markdown, sample_std
 # What else a row is told apart by, so that runs with other solvers or sizes are not averaged together.
 ROW_KEYS = ("model", "solver", "rtol", "adjoint", "n_points", "train_size")
 
@@ -27,11 +23,7 @@ def table2_runs(run_set: RunSet) -> pd.DataFrame:
 
 
 def _rank(model: str) -> int:
-    return TABLE2_ORDER.index(model) if model in TABLE2_ORDER else len(TABLE2_ORDER)
-
-
-def _std(values: pd.Series) -> float:
-    return float(values.std(ddof=1)) if len(values) > 1 else math.nan
+    return SEQUENCE_ORDER.index(model) if model in SEQUENCE_ORDER else len(SEQUENCE_ORDER)
 
 
 def table2(run_set: RunSet) -> pd.DataFrame:
@@ -46,7 +38,7 @@ def table2(run_set: RunSet) -> pd.DataFrame:
         first = group.iloc[0]
         model, n_obs = first["model"], int(first["n_obs"])
         rows.append({**{k: first[k] for k in keys}, "n_obs": n_obs, "seeds": len(group),
-                     "rmse_mean": float(group["test_rmse"].mean()), "rmse_std": _std(group["test_rmse"]),
+                     "rmse_mean": float(group["test_rmse"].mean()), "rmse_std": sample_std(group["test_rmse"]),
                      "paper_rmse": TABLE2.get(model, {}).get(n_obs, math.nan) if first["n_points"] == 100 else math.nan,
                      "rmse_observed": float(group["test_rmse_observed"].mean()),
                      "nfe_forward": float(group["nfe_forward"].mean()), "nfe_backward": float(group["nfe_backward"].mean()),
@@ -57,7 +49,7 @@ def table2(run_set: RunSet) -> pd.DataFrame:
 
 
 def _row_label(row: pd.Series, setting_columns: list[str]) -> str:
-    label = TABLE2_LABELS.get(row["model"], row["model"])
+    label = SEQUENCE_LABELS.get(row["model"], row["model"])
     extra = [f"{c}={row[c]}" for c in setting_columns if not pd.isna(row[c])]
     return label + (f" ({', '.join(extra)})" if extra else "")
 

@@ -18,7 +18,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from noderun.data.batches import epoch_generator
+from noderun.data.batches import epoch_generator, shuffled_batch_indices
 from noderun.data.ecg import NUM_CLASSES, load_ecg_csv
 from noderun.errors import UserError
 from noderun.measure import NFECounter, peak_memory_mb, reset_peak_memory
@@ -76,9 +76,7 @@ def load_splits(cfg: DictConfig, settings: DictConfig) -> tuple[tuple, tuple]:
 def signal_batches(signals: torch.Tensor, labels: torch.Tensor, batch_size: int,
                    generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield shuffled (signals, labels) batches."""
-    order = torch.randperm(len(labels), generator=generator).to(labels.device)
-    for start in range(0, len(order), batch_size):
-        index = order[start : start + batch_size]
+    for index in shuffled_batch_indices(len(labels), batch_size, generator, labels.device):
         yield signals[index], labels[index]
 
 

@@ -23,7 +23,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from noderun.data.batches import epoch_generator
+from noderun.data.batches import epoch_generator, shuffled_batch_indices
 from noderun.data.spirals import SpiralSplit, Spirals, make_spirals
 from noderun.errors import UserError
 from noderun.measure import NFECounter, peak_memory_mb, reset_peak_memory, wait_for
@@ -63,9 +63,8 @@ def observations(split: SpiralSplit, times: torch.Tensor) -> tuple[torch.Tensor,
 
 def batches(split: SpiralSplit, batch_size: int, generator: torch.Generator) -> Iterator[SpiralSplit]:
     """Yield shuffled batches of trajectories."""
-    order = torch.randperm(len(split), generator=generator).to(split.clean.device)
-    for start in range(0, len(order), batch_size):
-        yield split.subset(order[start : start + batch_size])
+    for index in shuffled_batch_indices(len(split), batch_size, generator, split.clean.device):
+        yield split.subset(index)
 
 
 def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: Spirals, batch_size: int,
@@ -164,7 +163,8 @@ def measure(cfg: DictConfig, run_dir: Path, device: torch.device, summary: dict[
         elapsed = time.perf_counter() - start
         train_time += elapsed
         counter.take()
-        errors = prediction_errors(predict_split(model, data.test, data, int(t.eval_batch_size)), data.test, data.n_points)
+        predicted = predict_split(model, data.test, data, int(t.eval_batch_size))
+        errors = prediction_errors(predicted, data.test, data.n_points)
         rows.append({"epoch": epoch, **stats, "nfe_forward_eval": counter.take() / math.ceil(len(data.test) / int(t.eval_batch_size)),
                      **errors, "epoch_time_s": round(elapsed, 3), "peak_memory_mb": round(peak_memory_mb(device), 1)})
         # after every epoch: a later failure or interrupt keeps them
@@ -181,7 +181,6 @@ def measure(cfg: DictConfig, run_dir: Path, device: torch.device, summary: dict[
     save_checkpoint(run_dir / "last.pt", {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                           "epoch": int(t.epochs)})
     summary["files"].append("last.pt")
-    predicted = predict_split(model, data.test, data, int(t.eval_batch_size))
     table = prediction_table(predicted.cpu(), data.test.to(torch.device("cpu")), data, int(cfg.model.plot_spirals))
     write_table(run_dir, PREDICTIONS_FILE, table, summary)
     summary["files"] += [p.name for p in spiral_figure({cfg.model.name: table}, int(cfg.dataset.n_obs),
