@@ -55,11 +55,16 @@ def check_output_dirs(args: list[str]) -> None:
                             f"folder with paths.output_root=DIR") from None
 
 
-def configure_torch(threads: int | None, deterministic: bool) -> None:
-    """Set torch's intra-op threads (None: torch's default) and whether cuDNN may pick its convolution
-    algorithms by speed: its fastest ones are nondeterministic on a GPU (the same seed gave RK-Net
-    training losses 2.330114 and 2.330013 on an H100), so by default it may not."""
+def configure_torch(threads: int | None, deterministic: bool, rk_stages: bool = True) -> None:
+    """Set torch's intra-op threads (None: torch's default), whether cuDNN may pick its convolution
+    algorithms by speed (its fastest ones are nondeterministic on a GPU: the same seed gave RK-Net
+    training losses 2.330114 and 2.330013 on an H100, so by default it may not), and whether adaptive
+    Runge-Kutta steps use noderun's stage arithmetic (noderun.rk_stages)."""
     import torch
+
+    from noderun.rk_stages import use_noderun_stages
+
+    use_noderun_stages(rk_stages)
 
     if threads:
         torch.set_num_threads(threads)
@@ -72,7 +77,8 @@ def _app(cfg: DictConfig) -> int:
     from noderun.run import EXIT_INTERRUPTED, EXIT_OK, Run  # torch is imported only once a run really starts
 
     hydra_cfg = HydraConfig.get()
-    configure_torch(threads_per_job(cfg.get("threads"), hydra_cfg.get("launcher")), bool(cfg.get("deterministic", True)))
+    configure_torch(threads_per_job(cfg.get("threads"), hydra_cfg.get("launcher")), bool(cfg.get("deterministic", True)),
+                    bool(cfg.get("speed", {}).get("rk_stages", True)))
     run_dir = Path(hydra_cfg.runtime.output_dir)
     if cfg.get("task", "train") == "train":
         code = Run(cfg, run_dir, list(hydra_cfg.overrides.task)).execute()

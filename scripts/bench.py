@@ -4,9 +4,10 @@ For each model, two loops train the same architecture from the same initial weig
 images, in this process, one after the other:
 
 - noderun: batches cut from tensors in memory (noderun.data.batches), noderun's model and solver
-  options as the run's config would build them;
+  options as the run's config would build them, noderun's Runge-Kutta stage arithmetic
+  (noderun.rk_stages, config key speed.rk_stages);
 - baseline: the common way, torchvision's MNIST dataset with per-sample RandomCrop + ToTensor through
-  a DataLoader, default memory format, torchdiffeq's default adjoint options.
+  a DataLoader, default memory format, torchdiffeq's default adjoint options and its own stage arithmetic.
 
 Each step (data, forward, backward, optimizer step) is timed with time.perf_counter after warm-up
 steps (on CUDA the device is synchronized before each clock read); the median over the timed steps is reported with images/s, NFE forward and backward (means),
@@ -16,7 +17,8 @@ can be read as a fraction of it. Writes bench.json and bench.md to --out and pri
 
 It also estimates the share of a full-protocol epoch spent evaluating (5,000 validation and 10,000 test
 images against 55,000 training images, from measured per-batch times) and, for ODE-Net, the backward NFE
-with the seminorm adjoint against the default one (same weights and batches).
+with the seminorm adjoint against the default one (same weights and batches: freshly initialised ones, and
+a trained ODE-Net's with --checkpoint). bench.json's "targets" says which of issue 7's targets this run met.
 
 Example: python scripts/bench.py --models resnet,rknet,odenet --steps 10 --out outputs/bench
 """
@@ -38,11 +40,16 @@ from noderun.data.batches import epoch_generator, training_batches
 from noderun.data.image_data import load_image_data
 from noderun.measure import FlopCount, NFECounter, wait_for
 from noderun.models import build_model
+from noderun.rk_stages import stage_arithmetic
 from noderun.solvers import SolverSpec
+from noderun.tasks.tolerance import model_at, trained_run
 from noderun.train import evaluate, measure_step
 
 DEFAULT_SOLVERS = {"rknet": SolverSpec("rk4", step_size=0.25), "odenet": SolverSpec("dopri5", 1e-3, 1e-3)}
 DOWNSAMPLING = {"resnet": "res", "rknet": "conv", "odenet": "conv", "mlp": "conv"}
+# Issue 7's targets: noderun's step this much faster than the baseline's; the seminorm adjoint's NFE-B at
+# most this fraction of the default's; evaluation at most this share of an epoch.
+TARGET_SPEEDUP, TARGET_SEMINORM_RATIO, TARGET_EVAL_SHARE = 1.3, 0.7, 0.15
 
 
 def parse_args() -> argparse.Namespace:
@@ -57,6 +64,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]; on CUDA noderun's batches live on the GPU and the "
                         "baseline copies each DataLoader batch to it, as the common loop does")
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="a trained ODE-Net's run directory or best.pt/last.pt: the seminorm is also measured on its weights")
     parser.add_argument("--out", type=Path, default=Path("outputs/bench"), help="folder for bench.json and bench.md")
     return parser.parse_args()
 
@@ -80,8 +89,9 @@ def baseline_loader(root: Path, batch: int):
 class Loop:
     """One training loop: a model, its optimizer and its batches, stepped one at a time."""
 
-    def __init__(self, model, batches, device: torch.device):
+    def __init__(self, model, batches, device: torch.device, noderun_stages: bool):
         self.model, self.batches, self.device = model, iter(batches), device
+        self.noderun_stages = noderun_stages
         self.optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
         self.counter = NFECounter(model)
         self.times, self.forward, self.backward = [], [], []
@@ -93,9 +103,10 @@ class Loop:
         images, labels = (t.to(self.device) for t in next(self.batches))
         self.optimizer.zero_grad(set_to_none=True)
         self.counter.take()
-        loss = torch.nn.functional.cross_entropy(self.model(images), labels)
-        nfe_f = self.counter.take()
-        loss.backward()
+        with stage_arithmetic(self.noderun_stages):
+            loss = torch.nn.functional.cross_entropy(self.model(images), labels)
+            nfe_f = self.counter.take()
+            loss.backward()
         nfe_b = self.counter.take()
         self.optimizer.step()
         wait_for(self.device)
@@ -187,14 +198,21 @@ def evaluation_share(model, root: Path, train_step_s: float, device: torch.devic
             "epoch_train_s": train_s, "eval_share": eval_s / (eval_s + train_s)}
 
 
-def seminorm_ratio(root: Path, batch: int, device: torch.device, count: int = 4, tol: float = 1e-3) -> dict:
+def seminorm_ratio(root: Path, batch: int, device: torch.device, checkpoint: Path | None = None, count: int = 4,
+                   tol: float = 1e-3) -> dict:
     """Return ODE-Net's mean backward NFE with the default adjoint and with the seminorm, dopri5 at
-    rtol = atol = tol, on the same batches from the same initial weights (no optimizer step between)."""
+    rtol = atol = tol, on the same batches from the same weights (no optimizer step between): freshly
+    initialised ones, or the trained ones of `checkpoint`."""
     batches = noderun_batches(root, batch, count, device)
-    result = {}
+    trained = trained_run(checkpoint) if checkpoint else None
+    result = {"weights": str(trained[2]) if trained else "initial (seed 0)"}
     for norm in ("default", "seminorm"):
         torch.manual_seed(0)
-        model = build_model("odenet", SolverSpec("dopri5", tol, tol, adjoint_norm=norm), "conv").to(device)
+        spec = SolverSpec("dopri5", tol, tol, adjoint_norm=norm)
+        if trained:
+            model = model_at(*trained[:2], spec, device, trained[2]).train()
+        else:
+            model = build_model("odenet", spec, "conv").to(device)
         counter, forward, backward = NFECounter(model), [], []
         for images, labels in batches:
             model.zero_grad(set_to_none=True)
@@ -205,7 +223,7 @@ def seminorm_ratio(root: Path, batch: int, device: torch.device, count: int = 4,
             backward.append(counter.take())
         result[norm] = {"nfe_forward": statistics.mean(forward), "nfe_backward": statistics.mean(backward)}
     result["ratio_backward"] = result["seminorm"]["nfe_backward"] / result["default"]["nfe_backward"]
-    result["tol"], result["batches"] = tol, count
+    result["tol"], result["batches"], result["batch"] = tol, count, batch
     return result
 
 
@@ -215,8 +233,9 @@ def bench_model(name: str, args: argparse.Namespace) -> dict:
     torch.manual_seed(0)
     model = build_model(name, solver, DOWNSAMPLING[name]).to(args.device)
     twin = copy.deepcopy(model)
-    ours = Loop(model, noderun_batches(args.data, args.batch, args.warmup + args.steps, args.device), args.device)
-    baseline = Loop(twin, baseline_loader(args.data, args.batch), args.device)
+    ours = Loop(model, noderun_batches(args.data, args.batch, args.warmup + args.steps, args.device), args.device,
+                noderun_stages=True)
+    baseline = Loop(twin, baseline_loader(args.data, args.batch), args.device, noderun_stages=False)
     time_loops([ours, baseline], args.steps, args.warmup)
     images, labels = noderun_batches(args.data, args.batch, 1, args.device)[0]
     flops = measure_step(model, images, labels)[1]  # the step noderun's runs measure, the same way
@@ -229,7 +248,7 @@ def bench_model(name: str, args: argparse.Namespace) -> dict:
     return result
 
 
-def markdown(results: list[dict], attainable: float, seminorm: dict | None) -> str:
+def markdown(results: list[dict], attainable: float, seminorm: list[dict]) -> str:
     """Return the results as Markdown tables."""
     lines = ["| model | loop | s/step | images/s | NFE-F | NFE-B | GFLOP/step | GFLOP/s | % of attainable | speedup |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -247,11 +266,30 @@ def markdown(results: list[dict], attainable: float, seminorm: dict | None) -> s
         lines.append(f"| {r['model']} | {e['eval_s_per_1000']:.2f} | {e['epoch_eval_s']:.0f} | {e['epoch_train_s']:.0f} | "
                      f"{100 * e['eval_share']:.1f}% |")
     if seminorm:
-        d, n = seminorm["default"], seminorm["seminorm"]
-        lines += ["", f"ODE-Net, dopri5 at {seminorm['tol']:g}, mean over {seminorm['batches']} batches: NFE-F "
-                  f"{d['nfe_forward']:.1f}, NFE-B {d['nfe_backward']:.1f} with the default adjoint, "
-                  f"{n['nfe_backward']:.1f} with the seminorm: ratio {seminorm['ratio_backward']:.2f}"]
+        lines += ["", "| ODE-Net weights | NFE-F | NFE-B, default adjoint | NFE-B, seminorm | ratio |", "|---|---|---|---|---|"]
+    for case in seminorm:
+        d, n = case["default"], case["seminorm"]
+        lines.append(f"| {case['weights']} | {d['nfe_forward']:.1f} | {d['nfe_backward']:.1f} | {n['nfe_backward']:.1f} | "
+                     f"{case['ratio_backward']:.2f} |")
+    if seminorm:
+        lines += ["", f"(dopri5 at rtol = atol = {seminorm[0]['tol']:g}, mean over {seminorm[0]['batches']} batches of {seminorm[0]['batch']})"]
     return "\n".join(lines)
+
+
+def targets_met(results: list[dict], seminorm: list[dict]) -> dict:
+    """Return, for each of issue 7's targets, the measured figure and whether it was met."""
+    met = {}
+    for r in results:
+        met[f"speedup_{r['model']}"] = {"value": r["speedup"], "target": f">= {TARGET_SPEEDUP}",
+                                        "met": r["speedup"] >= TARGET_SPEEDUP}
+        share = r["evaluation"]["eval_share"]
+        met[f"eval_share_{r['model']}"] = {"value": share, "target": f"<= {TARGET_EVAL_SHARE}",
+                                           "met": share <= TARGET_EVAL_SHARE}
+    for case in seminorm:
+        ratio = case["ratio_backward"]
+        met[f"seminorm_ratio ({case['weights']})"] = {"value": ratio, "target": f"<= {TARGET_SEMINORM_RATIO}",
+                                                     "met": ratio <= TARGET_SEMINORM_RATIO}
+    return met
 
 
 def main() -> None:
@@ -266,7 +304,11 @@ def main() -> None:
                                 .to(args.device) for name in args.models.split(",")], sample, args.device)
     attainable = limits["best"]
     results = [bench_model(name, args) for name in args.models.split(",")]
-    seminorm = seminorm_ratio(args.data, args.batch, args.device) if "odenet" in args.models.split(",") else None
+    seminorm = []
+    if "odenet" in args.models.split(","):
+        seminorm.append(seminorm_ratio(args.data, args.batch, args.device))
+        if args.checkpoint:
+            seminorm.append(seminorm_ratio(args.data, args.batch, args.device, args.checkpoint))
     machine = {"device": str(args.device), "processor": platform.processor() or platform.machine(),
                "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__}
     if args.device.type == "cuda":
@@ -274,7 +316,7 @@ def main() -> None:
     where = (f"GPU {machine['gpu']}" if "gpu" in machine else "CPU") + f", {machine['cores']} cores"
     args.out.mkdir(parents=True, exist_ok=True)
     report = {"machine": machine, "attainable_gflops_per_s": limits, "batch": args.batch, "steps": args.steps,
-              "warmup": args.warmup, "results": results, "seminorm": seminorm}
+              "warmup": args.warmup, "results": results, "seminorm": seminorm, "targets": targets_met(results, seminorm)}
     (args.out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
     table = markdown(results, attainable, seminorm)
     header = (f"{where}, {machine['torch_threads']} torch threads, torch {machine['torch']}; "
