@@ -10,7 +10,7 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from noderun.errors import UserError
 from noderun.parallel import threads_per_job
@@ -72,13 +72,25 @@ def configure_torch(threads: int | None, deterministic: bool, rk_stages: bool = 
     torch.backends.cudnn.benchmark = not deterministic
 
 
+def config_flag(cfg: DictConfig, key: str) -> bool:
+    """Return the true/false config value at `key` (true when absent), or raise UserError naming a bad one."""
+    value = OmegaConf.select(cfg, key, default=True)
+    if not isinstance(value, bool):
+        raise UserError(f"{key}={value!r} is invalid; use true or false")
+    return value
+
+
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def _app(cfg: DictConfig) -> int:
     from noderun.run import EXIT_INTERRUPTED, EXIT_OK, Run  # torch is imported only once a run really starts
 
     hydra_cfg = HydraConfig.get()
-    configure_torch(threads_per_job(cfg.get("threads"), hydra_cfg.get("launcher")), bool(cfg.get("deterministic", True)),
-                    bool(cfg.get("speed", {}).get("rk_stages", True)))
+    try:
+        flags = [config_flag(cfg, key) for key in ("deterministic", "speed.rk_stages")]
+    except UserError as err:
+        print(f"noderun: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    configure_torch(threads_per_job(cfg.get("threads"), hydra_cfg.get("launcher")), *flags)
     run_dir = Path(hydra_cfg.runtime.output_dir)
     if cfg.get("task", "train") == "train":
         code = Run(cfg, run_dir, list(hydra_cfg.overrides.task)).execute()

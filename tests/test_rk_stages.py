@@ -8,7 +8,7 @@ import csv
 import pytest
 import torch
 
-from conftest import SMALL, run_noderun, single_run_dir
+from conftest import SMALL, run_noderun, single_error_line, single_run_dir
 from noderun.measure import NFECounter
 from noderun.models import build_model
 from noderun.rk_stages import noderun_stages_enabled, stage_arithmetic
@@ -63,3 +63,8 @@ def test_switching_it_off_from_the_command_line_gives_the_same_training(mnist_ro
     # float32: the error estimate is a difference of nearly equal sums, and its rounding reaches the
     # gradients through torchdiffeq's step-size controller (gradients differ by ~0.3 %; float64 above agrees).
     assert float(rows["true"]["train_loss"]) == pytest.approx(float(rows["false"]["train_loss"]), rel=2e-3)
+
+
+def test_a_value_that_is_not_true_or_false_gets_one_line(mnist_root, tmp_path):
+    result = run_noderun(["speed.rk_stages=maybe"], mnist_root, tmp_path)
+    assert single_error_line(result) == "noderun: error: speed.rk_stages='maybe' is invalid; use true or false"
