@@ -38,6 +38,7 @@ import torch
 
 from noderun.data.batches import epoch_generator, training_batches
 from noderun.data.image_data import load_image_data
+from noderun.errors import UserError
 from noderun.measure import FlopCount, NFECounter, wait_for
 from noderun.models import build_model
 from noderun.rk_stages import stage_arithmetic
@@ -265,14 +266,15 @@ def markdown(results: list[dict], attainable: float, seminorm: list[dict]) -> st
         e = r["evaluation"]
         lines.append(f"| {r['model']} | {e['eval_s_per_1000']:.2f} | {e['epoch_eval_s']:.0f} | {e['epoch_train_s']:.0f} | "
                      f"{100 * e['eval_share']:.1f}% |")
-    if seminorm:
-        lines += ["", "| ODE-Net weights | NFE-F | NFE-B, default adjoint | NFE-B, seminorm | ratio |", "|---|---|---|---|---|"]
+    if not seminorm:
+        return "\n".join(lines)
+    lines += ["", "| ODE-Net weights | NFE-F | NFE-B, default adjoint | NFE-B, seminorm | ratio |", "|---|---|---|---|---|"]
     for case in seminorm:
         d, n = case["default"], case["seminorm"]
         lines.append(f"| {case['weights']} | {d['nfe_forward']:.1f} | {d['nfe_backward']:.1f} | {n['nfe_backward']:.1f} | "
                      f"{case['ratio_backward']:.2f} |")
-    if seminorm:
-        lines += ["", f"(dopri5 at rtol = atol = {seminorm[0]['tol']:g}, mean over {seminorm[0]['batches']} batches of {seminorm[0]['batch']})"]
+    first = seminorm[0]
+    lines += ["", f"(dopri5 at rtol = atol = {first['tol']:g}, mean over {first['batches']} batches of {first['batch']})"]
     return "\n".join(lines)
 
 
@@ -295,6 +297,11 @@ def targets_met(results: list[dict], seminorm: list[dict]) -> dict:
 def main() -> None:
     """Run the benchmark and write bench.json and bench.md."""
     args = parse_args()
+    if args.checkpoint:
+        try:
+            trained_run(args.checkpoint)
+        except UserError as err:
+            raise SystemExit(f"bench.py: error: {err}") from None
     if args.threads:
         torch.set_num_threads(args.threads)
     args.device = torch.device(args.device)
