@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from noderun.errors import UserError
 from noderun.parallel import threads_per_job
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+CONF_DIR = Path(__file__).resolve().parent / "conf"
 GROUPS = ("model", "solver", "dataset", "trainer", "experiment")
 _GROUP_OVERRIDE = re.compile(r"^\+{0,2}(%s)=(.*)$" % "|".join(GROUPS))
 _OUTPUT_OVERRIDE = re.compile(r"^(paths\.output_root|hydra\.run\.dir|hydra\.sweep\.dir)=(.+)$")

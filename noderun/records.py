@@ -24,6 +24,8 @@ RUN_LINK_FILE = "run_link.json"
 METRICS_FILE = "metrics.csv"
 LAST_CHECKPOINT = "last.pt"
 BEST_CHECKPOINT = "best.pt"
+# Table 2 runs: a few test spirals in long form (truth, observations, predictions), for figures.
+PREDICTIONS_FILE = "spiral_predictions.csv"
 
 
 def _replace_atomically(path: Path, write) -> None:

@@ -1,34 +1,66 @@
-"""Model construction from the run's config: the four Table-1 classifiers."""
+"""The models noderun trains, in one registry: `MODELS[name]` says how to build it from its config
+block and the run's solver, whether it has an ODE block, how the report names and colours it, and the
+paper's own figures for it. Adding a model is one module, one YAML in conf/model and one line here."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
 
 from torch import nn
 
 from noderun.errors import UserError
-from noderun.models.mlp import build_mlp
+from noderun.models import latent_ode, mlp, odenet, resnet, rnn
+from noderun.models.blocks import DOWNSAMPLING  # noqa: F401  (re-exported for the memory and gradcheck tasks)
 from noderun.models.ode_block import CountedDynamics
-from noderun.models.odenet import build_odenet
-from noderun.models.resnet import build_resnet
 from noderun.solvers import SolverSpec
 
-MODELS = ("mlp", "resnet", "rknet", "odenet")
-DOWNSAMPLING = ("conv", "res")
+@dataclass(frozen=True)
+class ModelEntry:
+    """One model: `build(model_cfg, solver)` returns it; `table` is the paper's table it belongs to
+    (1: MNIST classifiers, 2: time series on spirals); `is_ode` says whether it has an ODE block (its
+    solver settings mean something); `paper` holds the paper's figures for it (Table 1: test_error %,
+    params_m, memory, time; Table 2: test RMSE by observed points)."""
+
+    build: Callable[[Mapping[str, Any], SolverSpec], nn.Module]
+    table: int
+    is_ode: bool
+    label: str
+    colour: str  # matplotlib tab10 entries: one colour per model in every figure
+    paper: dict = field(default_factory=dict)
 
 
-def build_model(name: str, solver: SolverSpec, downsampling: str = "conv", t1: float = 1.0,
-                adjoint: bool = True) -> nn.Module:
-    """Return the named Table-1 model; rknet is the ODE-Net with backpropagation through the solver."""
+# Insertion order is the paper's row order.
+MODELS: dict[str, ModelEntry] = {
+    "mlp": ModelEntry(mlp.build, 1, False, "MLP", "#7f7f7f",
+                      {"test_error": 1.60, "params_m": 0.24, "memory": "-", "time": "-"}),
+    "resnet": ModelEntry(resnet.build, 1, False, "ResNet", "#1f77b4",
+                         {"test_error": 0.41, "params_m": 0.60, "memory": "O(L)", "time": "O(L)"}),
+    "rknet": ModelEntry(odenet.build_rknet, 1, True, "RK-Net", "#ff7f0e",
+                        {"test_error": 0.47, "params_m": 0.22, "memory": "O(L̃)", "time": "O(L̃)"}),
+    "odenet": ModelEntry(odenet.build, 1, True, "ODE-Net", "#2ca02c",
+                         {"test_error": 0.42, "params_m": 0.22, "memory": "O(1)", "time": "O(L̃)"}),
+    "rnn": ModelEntry(rnn.build, 2, False, "RNN", "#d62728", {30: 0.3937, 50: 0.3202, 100: 0.1813}),
+    "latent_ode": ModelEntry(latent_ode.build, 2, True, "Latent ODE", "#9467bd",
+                             {30: 0.1642, 50: 0.1502, 100: 0.1346}),
+}
+
+
+def models_of_table(table: int) -> list[str]:
+    """Return the names of the paper table's models, in its row order."""
+    return [name for name, entry in MODELS.items() if entry.table == table]
+
+
+def model_entry(name: str) -> ModelEntry:
+    """Return the registry entry of a model, or raise UserError listing the known ones."""
     if name not in MODELS:
         raise UserError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}")
-    if downsampling not in DOWNSAMPLING:
-        raise UserError(f"model.downsampling={downsampling!r} is invalid; choose one of: {', '.join(DOWNSAMPLING)}")
-    if not t1 > 0:
-        raise UserError(f"model.t1={t1} is invalid; the integration interval [0, t1] needs t1 > 0")
-    if name == "mlp":
-        return build_mlp()
-    if name == "resnet":
-        return build_resnet(downsampling)
-    return build_odenet(solver, downsampling, t1=t1, adjoint=adjoint and name == "odenet")
+    return MODELS[name]
+
+
+def build_model(model_cfg: Mapping[str, Any], solver: SolverSpec) -> nn.Module:
+    """Return the model a run's `model:` config block describes (its `name` picks the registry entry)."""
+    return model_entry(str(model_cfg["name"])).build(model_cfg, solver)
 
 
 def dynamics_of(model: nn.Module) -> list[CountedDynamics]:

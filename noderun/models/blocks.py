@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from noderun.errors import UserError
+
 CHANNELS = 64
 
 
@@ -31,6 +33,16 @@ class ResBlock(nn.Module):
         out = self.conv1(out)
         out = self.conv2(torch.relu(self.norm2(out)))
         return out + shortcut
+
+
+DOWNSAMPLING = ("conv", "res")
+
+
+def checked_downsampling(method: object) -> str:
+    """Return `method` if it names a downsampling front end, else raise UserError listing them."""
+    if method not in DOWNSAMPLING:
+        raise UserError(f"model.downsampling={method!r} is invalid; choose one of: {', '.join(DOWNSAMPLING)}")
+    return str(method)
 
 
 def downsampling(method: str) -> nn.Sequential:

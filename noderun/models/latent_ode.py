@@ -5,10 +5,12 @@ z(t) to the observation's mean. Trained by the ELBO with a Gaussian likelihood o
 from __future__ import annotations
 
 import math
+from typing import Any, Mapping
 
 import torch
 from torch import nn
 
+from noderun.errors import UserError
 from noderun.models.ode_block import CountedDynamics
 from noderun.models.sequence import gather_times, gaussian_log_likelihood, recurrent_cell
 from noderun.solvers import SolverSpec, integrate
@@ -70,3 +72,12 @@ class LatentODE(nn.Module):
         observation window (its first n_window times) and beyond it alike."""
         mean, _ = self.posterior(x, t)
         return self.decode_path(mean, times)
+
+
+def build(cfg: Mapping[str, Any], solver: SolverSpec) -> LatentODE:
+    """Return the registry's latent ODE from its config block."""
+    if not float(cfg["obs_std"]) > 0:
+        raise UserError(f"model.obs_std={cfg['obs_std']} is invalid; the likelihood's std must be > 0")
+    return LatentODE(solver, adjoint=bool(cfg["adjoint"]), latent=int(cfg["latent"]), rec_hidden=int(cfg["rec_hidden"]),
+                     dyn_hidden=int(cfg["dyn_hidden"]), dec_hidden=int(cfg["dec_hidden"]), cell=str(cfg["cell"]),
+                     obs_std=float(cfg["obs_std"]))

@@ -6,11 +6,14 @@ backpropagation through the solver's operations), which the ODE block's `adjoint
 
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 import torch
 from torch import nn
 
-from noderun.models.blocks import CHANNELS, classifier_head, downsampling, group_norm
+from noderun.models.blocks import CHANNELS, checked_downsampling, classifier_head, downsampling, group_norm
 from noderun.models.ode_block import CountedDynamics, ODEBlock
+from noderun.errors import UserError
 from noderun.solvers import SolverSpec
 
 
@@ -49,3 +52,21 @@ def build_odenet(solver: SolverSpec, downsampling_method: str = "conv", t1: floa
     """Return downsampling → ODE block → head; adjoint=False gives the RK-Net."""
     block = ODEBlock(ConvDynamics(), solver, t1=t1, adjoint=adjoint)
     return nn.Sequential(downsampling(downsampling_method), block, classifier_head(num_classes))
+
+
+def _checked_t1(cfg: Mapping[str, Any]) -> float:
+    t1 = cfg.get("t1", 1.0)
+    if not isinstance(t1, (int, float)) or not t1 > 0:
+        raise UserError(f"model.t1={t1} is invalid; the integration interval [0, t1] needs t1 > 0")
+    return float(t1)
+
+
+def build(cfg: Mapping[str, Any], solver: SolverSpec) -> nn.Sequential:
+    """Return the registry's ODE-Net from its config block (`downsampling`, `t1`, `adjoint`)."""
+    return build_odenet(solver, checked_downsampling(cfg.get("downsampling", "conv")), _checked_t1(cfg),
+                        adjoint=bool(cfg.get("adjoint", True)))
+
+
+def build_rknet(cfg: Mapping[str, Any], solver: SolverSpec) -> nn.Sequential:
+    """Return the registry's RK-Net: the ODE-Net's architecture, backpropagating through the solver."""
+    return build_odenet(solver, checked_downsampling(cfg.get("downsampling", "conv")), _checked_t1(cfg), adjoint=False)

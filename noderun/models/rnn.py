@@ -4,7 +4,7 @@ negative log-likelihood. Beyond the last observation it feeds back its own predi
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Any, Iterator, Mapping
 
 import torch
 from torch import nn
@@ -64,3 +64,8 @@ class GapRNN(nn.Module):
             out[:, k] = last
             previous_time = times[k].expand_as(last_time)
         return out
+
+
+def build(cfg: Mapping[str, Any], solver: Any = None) -> GapRNN:
+    """Return the registry's RNN baseline from its config block (it has no solver)."""
+    return GapRNN(hidden=int(cfg["hidden"]), cell=str(cfg["cell"]))
