@@ -7,12 +7,14 @@ import os
 from omegaconf import DictConfig
 
 
-def threads_per_job(requested: int | None, launcher: DictConfig | None) -> int | None:
+def threads_per_job(requested: object, launcher: DictConfig | None) -> int | None:
     """Return the torch intra-op threads for one run: `requested` if set; under the joblib launcher,
     the cores divided among its n_jobs, so jobs x threads never exceeds the cores; under submitit,
-    the cpus_per_task it asked the scheduler for; otherwise None (torch's own choice)."""
-    if requested:
-        return int(requested)
+    the cpus_per_task it asked the scheduler for; otherwise None (torch's own choice). A `requested`
+    that is not a whole number >= 1 gives None: noderun.config.check_config refuses it in one line."""
+    if requested is not None:
+        valid = isinstance(requested, int) and not isinstance(requested, bool) and requested >= 1
+        return requested if valid else None
     if launcher is None:
         return None
     target = str(launcher.get("_target_", ""))

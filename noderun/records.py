@@ -1,4 +1,5 @@
-"""What a run leaves in its directory: metrics.csv, summary.json and checkpoints, all written atomically."""
+"""The run directory's contract, shared by the experiments that write it and the report that reads it:
+file names, atomic writes, and loading that never executes anything from disk."""
 
 from __future__ import annotations
 
@@ -7,16 +8,12 @@ import hashlib
 import io
 import json
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
 import torch
 
-METRICS_COLUMNS = (
-    "epoch", "lr", "train_loss", "train_acc", "val_acc", "test_acc", "nfe_forward", "nfe_backward",
-    "nfe_forward_eval", "test_forward_s", "epoch_time_s", "eval_time_s", "peak_memory_mb", "saved_mb",
-    "flops_per_step",
-)
 # Columns that measure the machine rather than the computation; they differ between identical runs.
 TIMING_COLUMNS = ("test_forward_s", "epoch_time_s", "eval_time_s", "peak_memory_mb")
 SUMMARY_FILE = "summary.json"
@@ -24,15 +21,27 @@ RUN_LINK_FILE = "run_link.json"
 METRICS_FILE = "metrics.csv"
 LAST_CHECKPOINT = "last.pt"
 BEST_CHECKPOINT = "best.pt"
+LOCK_FILE = ".noderun.lock"
 # Table 2 runs: a few test spirals in long form (truth, observations, predictions), for figures.
 PREDICTIONS_FILE = "spiral_predictions.csv"
+# A summary larger than this is not one noderun wrote.
+MAX_SUMMARY_BYTES = 1 << 20
+
+
+class BrokenRecord(Exception):
+    """A file of a run directory that cannot be read as what it should be; the message names it."""
 
 
 def _replace_atomically(path: Path, write) -> None:
-    """Call write(tmp_path), then move tmp_path over path, so path is always whole."""
+    """Call write(tmp_path), then move tmp_path over path, so path is always whole; a failed write
+    leaves no temporary file behind."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def write_text_atomically(path: Path, text: str) -> None:
@@ -46,10 +55,15 @@ def write_text_atomically(path: Path, text: str) -> None:
     _replace_atomically(path, write)
 
 
+def metrics_columns(rows: list[dict[str, Any]]) -> list[str]:
+    """Return the columns of a metrics table: every key of the rows, in the order they first appear."""
+    return list(dict.fromkeys(key for row in rows for key in row))
+
+
 def write_metrics(run_dir: Path, rows: list[dict[str, Any]]) -> None:
     """Write metrics.csv with one row per finished epoch."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=METRICS_COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=metrics_columns(rows), lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     write_text_atomically(run_dir / METRICS_FILE, buffer.getvalue())
@@ -57,12 +71,21 @@ def write_metrics(run_dir: Path, rows: list[dict[str, Any]]) -> None:
 
 def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
     """Write summary.json."""
-    write_text_atomically(run_dir / SUMMARY_FILE, json.dumps(summary, indent=2, sort_keys=False) + "\n")
+    write_text_atomically(run_dir / SUMMARY_FILE, json.dumps(summary, indent=2, sort_keys=False, default=str) + "\n")
 
 
 def read_summary(run_dir: Path) -> dict[str, Any]:
-    """Return the run's summary.json as a dict (raises OSError or ValueError when unreadable)."""
-    return json.loads((run_dir / SUMMARY_FILE).read_text())
+    """Return the run's summary.json as a dict, or raise BrokenRecord naming the file and what is wrong."""
+    path = run_dir / SUMMARY_FILE
+    try:
+        if path.stat().st_size > MAX_SUMMARY_BYTES:
+            raise BrokenRecord(f"{path} is {path.stat().st_size} bytes, not a noderun summary")
+        summary = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise BrokenRecord(f"{path} is unreadable ({type(err).__name__}: {err})") from None
+    if not isinstance(summary, dict):
+        raise BrokenRecord(f"{path} holds a {type(summary).__name__}, not a noderun summary")
+    return summary
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
@@ -74,6 +97,23 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
             os.fsync(handle.fileno())
 
     _replace_atomically(path, write)
+
+
+def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """Return a checkpoint's state, loaded with weights_only=True: only tensors, numbers, strings and
+    plain containers come back, and nothing in the file runs. Raise BrokenRecord naming the file when it
+    is truncated, not a checkpoint, or holds anything else."""
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError:
+        raise BrokenRecord(f"{path} holds objects other than tensors and plain values; refused, as loading it "
+                           f"could run code") from None
+    except Exception as err:  # truncated zip, wrong format
+        raise BrokenRecord(f"{path} is truncated or not a checkpoint ({type(err).__name__}); it cannot be "
+                           f"loaded") from None
+    if not isinstance(state, dict):
+        raise BrokenRecord(f"{path} holds a {type(state).__name__}, not a noderun checkpoint")
+    return state
 
 
 def run_key(config: dict[str, Any]) -> str:
@@ -89,13 +129,15 @@ def write_run_link(run_dir: Path, target: Path) -> None:
 def linked_run_dir(run_dir: Path) -> Path | None:
     """Return the run directory run_dir's run_link.json points to, if it has a readable one."""
     try:
-        return Path(json.loads((run_dir / RUN_LINK_FILE).read_text())["run_dir"])
-    except (OSError, ValueError, KeyError, TypeError):
+        target = json.loads((run_dir / RUN_LINK_FILE).read_text())["run_dir"]
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
         return None
+    return Path(target) if isinstance(target, str) else None
 
 
 def find_previous_run(output_root: Path, key: str, exclude: Path) -> Path | None:
-    """Return the newest run directory under output_root whose summary carries `key`, if any."""
+    """Return the newest run directory under output_root whose summary carries `key`, if any
+    (unreadable summaries are passed over)."""
     candidates = []
     for summary_path in output_root.glob(f"**/{SUMMARY_FILE}"):
         run_dir = summary_path.parent
@@ -103,7 +145,7 @@ def find_previous_run(output_root: Path, key: str, exclude: Path) -> Path | None
             continue
         try:
             if read_summary(run_dir).get("run_key") == key:
-                candidates.append((summary_path.stat().st_mtime, run_dir))
-        except (OSError, ValueError):
+                candidates.append((summary_path.stat().st_mtime, str(run_dir), run_dir))
+        except (BrokenRecord, OSError):
             continue
-    return max(candidates)[1] if candidates else None
+    return max(candidates)[2] if candidates else None

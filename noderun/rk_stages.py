@@ -13,23 +13,34 @@ interpolation, so the solver accepts and rejects the same steps (up to float rou
 bits of a sum). Gradients flow through these operations as through torchdiffeq's, so backpropagating
 through the solver works unchanged.
 
-`use_noderun_stages(False)` (config key `speed.rk_stages=false`) restores torchdiffeq's own
-arithmetic; the choice is read when a step is taken, so it covers the adjoint's backward solve too.
+Importing this module changes nothing. `use_noderun_stages(True)`, called when a run starts
+(config key `speed.rk_stages`), installs noderun's step into torchdiffeq; `use_noderun_stages(False)`
+puts torchdiffeq's own functions back. torchdiffeq looks its step function up at each step, so the
+choice covers every adaptive RK solve that follows, the adjoint's backward solve included.
+
+These are torchdiffeq's private functions (checked against 0.2.5, the version pyproject.toml pins):
+a release that renames them makes `use_noderun_stages(True)` fail with a message, not the import.
 """
 
 from __future__ import annotations
 
+import functools
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
-from torchdiffeq._impl import rk_common
-from torchdiffeq._impl.interp import _interp_fit as fit_interpolant
-from torchdiffeq._impl.misc import Perturb
 
-_TORCHDIFFEQ_STEP = rk_common._runge_kutta_step
-_TORCHDIFFEQ_INTERP_FIT = rk_common.RKAdaptiveStepsizeODESolver._interp_fit
-_enabled = True
+from noderun.errors import UserError
+
+try:  # torchdiffeq's private modules: a release may move them, and then only switching on may fail
+    from torchdiffeq._impl import rk_common
+    from torchdiffeq._impl.interp import _interp_fit as fit_interpolant
+    from torchdiffeq._impl.misc import Perturb
+except ImportError:
+    rk_common = fit_interpolant = Perturb = None
+
+_STEP = "_runge_kutta_step"      # a function of module rk_common
+_INTERP_FIT = "_interp_fit"      # a method of rk_common.RKAdaptiveStepsizeODESolver
 
 
 def linear_combination(base: torch.Tensor | None, stages: list[torch.Tensor],
@@ -74,40 +85,87 @@ def interp_fit(solver, y0: torch.Tensor, y1: torch.Tensor, stages: list, dt: tor
     return fit_interpolant(y0, y1, y_mid, stages[0], stages[-1], dt)
 
 
-def _dispatch_step(*args, **kwargs):
-    return (runge_kutta_step if _enabled else _TORCHDIFFEQ_STEP)(*args, **kwargs)
+def _is_dispatcher(function) -> bool:
+    return getattr(function, "noderun_dispatcher", False)
 
 
-def _dispatch_interp_fit(solver, y0, y1, k, dt):
-    # A list means the step above was noderun's; a tensor, torchdiffeq's.
-    if isinstance(k, list):
-        return interp_fit(solver, y0, y1, k, dt)
-    return _TORCHDIFFEQ_INTERP_FIT(solver, y0, y1, k, dt)
+def _replaced_places() -> list[tuple[object, str]]:
+    """Return (owner, attribute name) of each torchdiffeq function noderun replaces (owner None when
+    this torchdiffeq has no such module or class)."""
+    solver_class = getattr(rk_common, "RKAdaptiveStepsizeODESolver", None)
+    return [(rk_common, _STEP), (solver_class, _INTERP_FIT)]
+
+
+def _torchdiffeq_version() -> str:
+    try:
+        import torchdiffeq
+    except ImportError:
+        return "(not importable)"
+    return getattr(torchdiffeq, "__version__", "(unknown version)")
+
+
+def _check_torchdiffeq() -> None:
+    """Raise UserError, naming the installed torchdiffeq's version, when it lacks what is replaced or used here."""
+    found = [getattr(owner, name, None) for owner, name in _replaced_places()]
+    if fit_interpolant is None or Perturb is None or None in found:
+        raise UserError(f"noderun's Runge-Kutta stage arithmetic does not fit the installed torchdiffeq "
+                        f"{_torchdiffeq_version()} (its private {_STEP} or {_INTERP_FIT} is missing; noderun "
+                        f"is tested with 0.2.5); run with speed.rk_stages=false to use torchdiffeq's own")
+
+
+def _step_dispatcher(own_step: Callable) -> Callable:
+    @functools.wraps(own_step)  # keeps torchdiffeq's function as __wrapped__, for putting it back
+    def dispatch_step(*args, **kwargs):
+        return runge_kutta_step(*args, **kwargs)
+
+    dispatch_step.noderun_dispatcher = True
+    return dispatch_step
+
+
+def _interp_fit_dispatcher(own_interp_fit: Callable) -> Callable:
+    @functools.wraps(own_interp_fit)
+    def dispatch_interp_fit(solver, y0, y1, k, dt):
+        # A list of stages comes from noderun's step; a tensor would mean torchdiffeq's own step ran,
+        # and only torchdiffeq's fit reads that layout.
+        if isinstance(k, list):
+            return interp_fit(solver, y0, y1, k, dt)
+        return own_interp_fit(solver, y0, y1, k, dt)
+
+    dispatch_interp_fit.noderun_dispatcher = True
+    return dispatch_interp_fit
+
+
+_DISPATCHERS = {_STEP: _step_dispatcher, _INTERP_FIT: _interp_fit_dispatcher}
 
 
 def use_noderun_stages(enabled: bool) -> None:
-    """Choose noderun's stage arithmetic (True) or torchdiffeq's own (False) for the steps that follow."""
-    global _enabled
-    _enabled = bool(enabled)
+    """Install noderun's stage arithmetic into torchdiffeq's adaptive RK solvers (True) or put
+    torchdiffeq's own functions back (False), for the steps that follow.
+
+    Raises UserError when enabling and the installed torchdiffeq lacks the functions replaced here.
+    """
+    if enabled:
+        _check_torchdiffeq()
+    for owner, name in _replaced_places():
+        current = getattr(owner, name, None)
+        if enabled and not _is_dispatcher(current):
+            setattr(owner, name, _DISPATCHERS[name](current))
+        elif not enabled and _is_dispatcher(current):
+            setattr(owner, name, current.__wrapped__)
 
 
 def noderun_stages_enabled() -> bool:
-    """Return whether adaptive RK steps use noderun's stage arithmetic."""
-    return _enabled
+    """Return whether adaptive RK steps use noderun's stage arithmetic (its step is installed)."""
+    return _is_dispatcher(getattr(rk_common, _STEP, None))
 
 
 @contextmanager
 def stage_arithmetic(enabled: bool) -> Iterator[None]:
-    """Use noderun's stage arithmetic (or not) inside the block, then restore the previous choice."""
-    previous = _enabled
+    """Use noderun's stage arithmetic (installing it) or torchdiffeq's inside the block, then restore
+    the previous choice."""
+    previous = noderun_stages_enabled()
     use_noderun_stages(enabled)
     try:
         yield
     finally:
         use_noderun_stages(previous)
-
-
-# torchdiffeq looks the step function up in its module at each step, so replacing the module
-# attribute reaches every adaptive RK solver; the dispatchers keep torchdiffeq's code one switch away.
-rk_common._runge_kutta_step = _dispatch_step
-rk_common.RKAdaptiveStepsizeODESolver._interp_fit = _dispatch_interp_fit

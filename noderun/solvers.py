@@ -14,7 +14,6 @@ from torchdiffeq import odeint, odeint_adjoint
 from torchdiffeq._impl.odeint import SOLVERS
 from torchdiffeq._impl.solvers import FixedGridODESolver
 
-import noderun.rk_stages  # noqa: F401  (routes adaptive RK steps through noderun.rk_stages)
 from noderun.errors import UserError
 
 METHODS = tuple(sorted(SOLVERS))

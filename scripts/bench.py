@@ -43,7 +43,7 @@ from noderun.measure import FlopCount, NFECounter, wait_for
 from noderun.models import build_model
 from noderun.rk_stages import stage_arithmetic
 from noderun.solvers import SolverSpec
-from noderun.tasks.tolerance import model_at, trained_run
+from noderun.models.trained import model_at, trained_run
 from noderun.train import evaluate, measure_step
 
 DEFAULT_SOLVERS = {"rknet": SolverSpec("rk4", step_size=0.25), "odenet": SolverSpec("dopri5", 1e-3, 1e-3)}

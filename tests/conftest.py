@@ -1,21 +1,39 @@
-"""Shared fixtures: real MNIST obtained the way a user's first run obtains it, and the real CLI."""
+"""Shared fixtures and helpers: real MNIST obtained the way a user's first run obtains it, the real CLI
+(in a subprocess, or its entry point in this process), noderun's configs composed by Hydra, and the one
+training sweep of every Table-1 model that the end-to-end tests share.
+
+Two tiers: tests marked `slow` run the `noderun` command in a subprocess or need real MNIST;
+`python -m pytest -m "not slow"` runs the rest in a few minutes.
+"""
 
 from __future__ import annotations
 
+import csv
+import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+import noderun
 from noderun.data.sources import ensure_dataset
 
 NODERUN = str(Path(sys.executable).parent / "noderun")
+CONF_DIR = Path(noderun.__file__).resolve().parent / "conf"
 # A few hundred examples keep each CLI run to seconds while exercising the real code paths.
 SMALL = ["dataset.train_size=256", "dataset.val_size=128", "dataset.test_size=256", "trainer.epochs=1",
          "trainer.batch_size=64", "trainer.eval_batch_size=256"]
+# The sweep every Table-1 model trains in (model_sweep): SMALL with 1,024 training images in batches of
+# 32 (32 steps at the quick preset's lr 0.025) and no augmentation, so that each model learns something
+# measurable in seconds. The seminorm reaches the ODE-Net's adjoint (dopri5); RK-Net takes its rk4.
+SWEEP_TRAINING = [*SMALL, "dataset.train_size=1024", "trainer.batch_size=32", "trainer.lr=0.025",
+                  "dataset.augment=false", "solver.adjoint_norm=seminorm"]
+TABLE1_MODELS = ("mlp", "resnet", "rknet", "odenet")
 
 
 @pytest.fixture(scope="session")
@@ -49,11 +67,87 @@ def run_noderun(args: list[str], data_root: Path, cwd: Path, timeout: float = 60
     return subprocess.run([NODERUN, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.fixture
+def restored_process_state(monkeypatch):
+    """Let a test run noderun inside this process: afterwards the signal handlers, the root logger's
+    handlers and torch's thread count are what they were (a run installs its own handlers, Hydra
+    configures logging, `threads=` sets torch's threads)."""
+    import torch
+
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+    root = logging.getLogger()
+    log_handlers, log_level, threads = root.handlers[:], root.level, torch.get_num_threads()
+    yield
+    for signum, handler in handlers.items():
+        signal.signal(signum, handler)
+    for handler in root.handlers:
+        if handler not in log_handlers:
+            handler.close()
+    root.handlers[:] = log_handlers
+    root.setLevel(log_level)
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def noderun_main(tmp_path, monkeypatch, capsys, restored_process_state):
+    """Return a function that runs the `noderun` entry point (noderun.cli.main) in this process with
+    the given arguments, in tmp_path (and data from data_root, if given), and returns what a
+    subprocess would: a CompletedProcess with the exit code, stdout and stderr."""
+    import noderun.cli
+
+    def call(args: list[str], data_root: Path | None = None) -> subprocess.CompletedProcess:
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.setenv("NODERUN_DATA_DIR", str(data_root or tmp_path / "no-data-here"))
+        monkeypatch.setattr(sys, "argv", ["noderun", *args])
+        capsys.readouterr()
+        code = 0
+        try:
+            noderun.cli.main()
+        except SystemExit as stop:
+            code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+        captured = capsys.readouterr()
+        return subprocess.CompletedProcess(["noderun", *args], code, captured.out, captured.err)
+
+    return call
+
+
+def composed(overrides: list[str], hydra_config: bool = False):
+    """Return the config noderun composes for the overrides (Hydra's compose API on noderun/conf),
+    with the `hydra:` block (its sweeper's parameters) when hydra_config is true."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=overrides, return_hydra_config=hydra_config)
+
+
 def single_run_dir(cwd: Path) -> Path:
     """Return the one run directory a single (non-sweep) run left under cwd/outputs/runs."""
     runs = sorted((cwd / "outputs" / "runs").iterdir())
     assert len(runs) == 1, runs
     return runs[0]
+
+
+def sweep_dirs(cwd: Path) -> list[Path]:
+    """Return the sweep folders under cwd/outputs/multirun, oldest first."""
+    return sorted((cwd / "outputs" / "multirun").iterdir())
+
+
+def job_dirs(sweep_dir: Path) -> list[Path]:
+    """Return a sweep's run directories (its numbered subfolders), in job order."""
+    return sorted((d for d in sweep_dir.iterdir() if d.name.isdigit()), key=lambda d: int(d.name))
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, str]]:
+    """Return a run's metrics.csv as a list of rows (column name to text)."""
+    with open(run_dir / "metrics.csv") as handle:
+        return list(csv.DictReader(handle))
+
+
+def without_timings(rows: list[dict[str, str]]) -> list[dict[str, str]]:
+    """Return metrics rows without the columns that measure the machine (they differ between identical runs)."""
+    from noderun.records import TIMING_COLUMNS
+
+    return [{k: v for k, v in row.items() if k not in TIMING_COLUMNS} for row in rows]
 
 
 def error_lines(result: subprocess.CompletedProcess) -> list[str]:
@@ -62,7 +156,37 @@ def error_lines(result: subprocess.CompletedProcess) -> list[str]:
 
 
 def single_error_line(result: subprocess.CompletedProcess) -> str:
-    """Check that the command stopped on a user's mistake (exit code 2) with one line on stderr; return it."""
+    """Check that the command stopped on a user's mistake (exit code 2) with one line on stderr, no
+    traceback, starting 'noderun: error:'; return the line."""
     lines = error_lines(result)
-    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert result.returncode == 2 and len(lines) == 1, (result.returncode, result.stderr)
+    assert lines[0].startswith("noderun: error:"), lines[0]
     return lines[0]
+
+
+@dataclass
+class Sweep:
+    """A finished `noderun -m` sweep: the command's result and its run directories by model."""
+
+    result: subprocess.CompletedProcess
+    sweep_dir: Path
+    runs: dict[str, Path]
+
+
+def finished_sweep(result: subprocess.CompletedProcess, cwd: Path) -> Sweep:
+    """Return the Sweep of the one sweep folder the command left under cwd (its runs keyed by model)."""
+    from noderun.records import read_summary
+
+    (sweep_dir,) = sweep_dirs(cwd)
+    runs = {read_summary(d)["model"]: d for d in job_dirs(sweep_dir)}
+    return Sweep(result, sweep_dir, runs)
+
+
+@pytest.fixture(scope="session")
+def model_sweep(mnist_root, tmp_path_factory) -> Sweep:
+    """Every Table-1 model trained by one real `noderun -m model=...` sweep (SWEEP_TRAINING): the run
+    directories that the end-to-end tests of training, records, measurements and reports inspect."""
+    cwd = tmp_path_factory.mktemp("model_sweep")
+    result = run_noderun(["-m", f"model={','.join(TABLE1_MODELS)}", *SWEEP_TRAINING], mnist_root, cwd)
+    assert result.returncode == 0, result.stderr
+    return finished_sweep(result, cwd)

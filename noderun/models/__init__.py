@@ -45,6 +45,9 @@ MODELS: dict[str, ModelEntry] = {
                              {30: 0.1642, 50: 0.1502, 100: 0.1346}),
 }
 
+# The adjoint ODE-Net of Table 1: the model the tolerance and gradcheck experiments rebuild.
+ODE_NET = next(name for name, entry in MODELS.items() if entry.build is odenet.build)
+
 
 def models_of_table(table: int) -> list[str]:
     """Return the names of the paper table's models, in its row order."""

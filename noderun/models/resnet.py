@@ -14,5 +14,5 @@ def build_resnet(downsampling_method: str = "res", blocks: int = 6, num_classes:
 
 
 def build(cfg: Mapping[str, Any], solver: Any = None) -> nn.Sequential:
-    """Return the registry's ResNet from its config block (`downsampling`; it has no solver)."""
-    return build_resnet(checked_downsampling(cfg.get("downsampling", "res")))
+    """Return the registry's ResNet from its config block (`downsampling`, `blocks`; it has no solver)."""
+    return build_resnet(checked_downsampling(cfg.get("downsampling", "res")), blocks=int(cfg.get("blocks", 6)))

@@ -17,16 +17,35 @@ from noderun.report.table2 import table2, write_table2
 REPORT_FILES = ("runs.csv", "table1.*", "table2.*", "not_completed.txt", "*.png", "*.pdf")
 
 
+# A reason is cut to this many characters: a not_completed.txt line names a run, it is no log.
+MAX_REASON = 300
+
+
+def _reason(value: object) -> str:
+    """Return a recorded reason as one short line ('no reason recorded' for none)."""
+    if value is None or (isinstance(value, float) and pd.isna(value)) or not str(value).strip():
+        return "no reason recorded"
+    text = " ".join(str(value).split())
+    return text if len(text) <= MAX_REASON else text[:MAX_REASON] + "..."
+
+
+def _line(run_dir: object, status: object, reason: object) -> str:
+    """Return 'RUN_DIR: STATUS (REASON)' on one line of printable characters, whatever the run's name
+    and files hold (a newline would split it, a terminal escape sequence act on the terminal)."""
+    return "".join(c if c.isprintable() else " " for c in f"{run_dir}: {status} ({_reason(reason)})")
+
+
 def not_completed_lines(run_set: RunSet) -> list[str]:
-    """Return one line per run that is left out of the means: its status and reason."""
+    """Return one line per run that is left out of the means: its status and reason; runs whose
+    files cannot be used are 'unreadable', with what is wrong."""
     runs = run_set.runs
     lines = []
     if len(runs):
-        for _, run in runs[runs["status"] != "completed"].iterrows():
-            lines.append(f"{run['run_dir']}: {run['status']} ({run.get('reason') or 'no reason recorded'})")
-    lines += [f"{task['run_dir']}: {task.get('status')} ({task.get('reason') or 'no reason recorded'})"
-              for task in run_set.tasks if task.get("status") != "completed"]
-    return lines + [f"{run_dir}: unreadable ({why})" for run_dir, why in run_set.unreadable]
+        lines += [_line(run["run_dir"], run["status"], run.get("reason"))
+                  for _, run in runs[runs["status"] != "completed"].iterrows()]
+    lines += [_line(task["run_dir"], task["status"], task.get("reason"))
+              for task in run_set.tasks if task["status"] != "completed"]
+    return lines + [_line(run_dir, "unreadable", why) for run_dir, why in run_set.unreadable]
 
 
 def status_counts(run_set: RunSet) -> str:

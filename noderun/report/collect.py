@@ -1,35 +1,54 @@
-"""Finding run directories and reading them into one table of runs."""
+"""Finding run directories and reading them into one set of runs. This is the only module of the
+report that reads a run directory: a run whose files cannot be used is listed with the reason, and
+the tables and figures work on what was read and checked here."""
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-from omegaconf import OmegaConf
 
-from noderun.records import METRICS_FILE, RUN_LINK_FILE, SUMMARY_FILE, linked_run_dir
-from noderun.report.paper import ODE_MODELS
+from noderun.plotting.registry import is_ode_model
+from noderun.records import (METRICS_FILE, PREDICTIONS_FILE, RUN_LINK_FILE, SUMMARY_FILE, BrokenRecord,
+                             linked_run_dir, read_summary)
+from noderun.report.checks import NUMBER, is_kind, shown, summary_problem
+from noderun.report.files import CONFIG_FILE, BrokenRun, CsvSpec, read_csv_table, read_run_config
 
 # Config keys that never distinguish one experiment from another (where things live, how they show).
 IGNORED_CONFIG_KEYS = ("seed", "resume", "device", "threads", "paths.", "dataset.root", "dataset.sources",
                        "dataset.download_timeout_s", "trainer.progress", "experiment")
 # A preset's `reference:` block: a seed document's own figures, read by the table, never a row key.
 REFERENCE_PREFIX = "config.reference."
+REFERENCE_NUMBERS = ("reference.error.", "reference.train_time_s.")
 # Config keys that mean nothing for models without an ODE block.
 ODE_ONLY_PREFIXES = ("solver.", "model.adjoint", "model.t1")
+
+# The CSV files the figures draw from, as each must be to be drawn.
+METRICS = CsvSpec(METRICS_FILE, full=("epoch", "train_acc", "test_acc", "nfe_forward", "nfe_backward",
+                                      "nfe_forward_eval"), numeric=("test_forward_s",))
+TOLERANCE = CsvSpec("tolerance.csv", full=("tol", "nfe_forward", "forward_s", "nfe_forward_train", "nfe_backward",
+                                           "nfe_forward_error_batch"), numeric=("block_error",))
+PREDICTIONS = CsvSpec(PREDICTIONS_FILE, full=("trajectory", "true_x", "true_y", "noisy_x", "noisy_y"),
+                      numeric=("pred_x", "pred_y"), flags=("observed", "in_window"))
+# A completed task's file for the figures, and whether the task always writes it (the spiral
+# predictions came later than Table 2's runs: older runs have none and are drawn without).
+TASK_TABLES = {"tolerance": (TOLERANCE, True), "timeseries": (PREDICTIONS, False)}
 
 
 @dataclass
 class RunSet:
-    """Every run found: the readable training runs as a table, the unreadable ones with the reason, and
-    the measurement tasks (memory, gradcheck, tolerance), which are no part of Table 1."""
+    """Every run found: the readable training runs as a table, the unreadable ones with the reason, the
+    measurement tasks (time series, memory, gradcheck, tolerance...), which are no part of Table 1, and
+    the CSV table each completed run's figures draw from."""
 
     runs: pd.DataFrame
     unreadable: list[tuple[str, str]] = field(default_factory=list)
-    tasks: list[dict] = field(default_factory=list)  # each task's summary.json, with its run_dir
+    tasks: list[dict] = field(default_factory=list)  # each task's summary.json (scalars), with its run_dir
     varying: list[str] = field(default_factory=list)  # config keys that differ between completed runs
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)  # by run_dir: metrics.csv, tolerance.csv...
 
     @property
     def completed(self) -> pd.DataFrame:
@@ -37,63 +56,164 @@ class RunSet:
         return self.runs[self.runs["status"] == "completed"] if len(self.runs) else self.runs
 
 
-def _flat_config(run_dir: Path, model: str) -> dict[str, object]:
-    """Return the run's resolved config as dotted keys, with keys that cannot matter left out."""
-    path = run_dir / ".hydra" / "config.yaml"
-    if not path.exists():
-        return {}
-    plain = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+def _is_file(path: Path) -> bool:
+    """Return whether path is a regular file; False also for names the system refuses."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):  # too long a name, a NUL byte in a linked path
+        return False
+
+
+def _identity(path: Path) -> Path:
+    """Return the path with symbolic links resolved where they can be, to find a run only once."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):  # RuntimeError: a symbolic link loop
+        return path.absolute()
+
+
+def _marked_dirs(root: Path) -> tuple[list[Path], list[Path], list[Path]]:
+    """Return the directories below root (root included) that hold a summary.json; those that hold
+    a run_link.json instead; and those that hold neither but a run's config or metrics.csv (a run
+    that died before it wrote its summary), each list sorted."""
+    runs, links, orphans = [], [], []
+    for folder, subfolders, files in os.walk(root):  # symbolic links to folders are not followed
+        here = Path(folder)
+        if SUMMARY_FILE in files or SUMMARY_FILE in subfolders:  # a folder so named is a broken run
+            runs.append(here)
+        elif RUN_LINK_FILE in files:
+            links.append(here)
+        elif METRICS_FILE in files or (".hydra" in subfolders and (here / CONFIG_FILE).exists()):
+            orphans.append(here)
+    return sorted(runs), sorted(links), sorted(orphans)
+
+
+def _follow(link_dir: Path) -> tuple[Path | None, str | None]:
+    """Return the run a run_link.json points to, or None and why it leads nowhere."""
+    target = linked_run_dir(link_dir)
+    if target is None:
+        return None, f"{RUN_LINK_FILE} is unreadable or names no run directory"
+    if not _is_file(target / SUMMARY_FILE):
+        return None, f"{RUN_LINK_FILE} points to {shown(str(target), 200)}, which holds no {SUMMARY_FILE}"
+    return target, None
+
+
+def find_run_dirs(paths: list[Path]) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Return every directory at or below the paths that holds a summary.json, and every run a
+    run_link.json below them points to (a sweep re-run with resume=true), each once, in order; and,
+    with the reason, the run links that lead nowhere and the run directories without a summary."""
+    found: list[Path] = []
+    seen: set[Path] = set()
+    broken: list[tuple[str, str]] = []
+    for root in paths:
+        if (root / SUMMARY_FILE).exists():
+            candidates = [root]
+        else:
+            candidates, links, orphans = _marked_dirs(root)
+            for link_dir in links:
+                target, why = _follow(link_dir)
+                candidates += [target] if target is not None else []
+                broken += [(str(link_dir), why)] if why else []
+            broken += [(str(d), f"{SUMMARY_FILE} is missing") for d in orphans]
+        for candidate in candidates:  # a run reached twice (directly and by a link) counts once
+            if _identity(candidate) not in seen:
+                seen.add(_identity(candidate))
+                found.append(candidate)
+    return found, broken
+
+
+def _flat_config(config: dict, model: str) -> dict[str, object]:
+    """Return the config as dotted keys, with keys that cannot matter left out."""
     flat: dict[str, object] = {}
 
     def walk(prefix: str, node: object) -> None:
         if isinstance(node, dict):
             for key, value in node.items():
                 walk(f"{prefix}{key}.", value)
-        else:
-            key = prefix[:-1]
-            if key.startswith(IGNORED_CONFIG_KEYS):
-                return
-            if model not in ODE_MODELS and key.startswith(ODE_ONLY_PREFIXES):
-                return
-            flat[key] = json.dumps(node) if isinstance(node, list) else node
+            return
+        key = prefix[:-1]
+        if key.startswith(IGNORED_CONFIG_KEYS) or (not is_ode_model(model) and key.startswith(ODE_ONLY_PREFIXES)):
+            return
+        flat[key] = json.dumps(node) if isinstance(node, list) else node
 
-    walk("", plain)
+    walk("", config)
     return flat
 
 
-def find_run_dirs(paths: list[Path]) -> list[Path]:
-    """Return every directory at or below the paths that holds a summary.json, and every run a
-    run_link.json below them points to (a sweep re-run with resume=true), each once, in order."""
-    found: list[Path] = []
-    for root in paths:
-        if (root / SUMMARY_FILE).exists():
-            candidates = [root]
-        else:
-            candidates = sorted(p.parent for p in root.glob(f"**/{SUMMARY_FILE}"))
-            candidates += [d for d in map(linked_run_dir, sorted(p.parent for p in root.glob(f"**/{RUN_LINK_FILE}")))
-                           if d is not None and (d / SUMMARY_FILE).exists()]
-        found += [c for c in candidates if c.resolve() not in {f.resolve() for f in found}]
-    return found
+def _config_columns(run_dir: Path, model: str) -> dict[str, object]:
+    """Return the run's config as `config.`-prefixed columns ({} for a run without one)."""
+    config = read_run_config(run_dir)
+    flat = _flat_config(config, model) if config is not None else {}
+    for key, value in flat.items():
+        if key.startswith(REFERENCE_NUMBERS) and value is not None and not is_kind(value, NUMBER):
+            raise BrokenRun(f"config.yaml: {key} is {shown(value)}, not a number")
+    return {f"config.{key}": value for key, value in flat.items()}
+
+
+def _scalars(summary: dict) -> dict[str, object]:
+    """Return the summary's single values; lists and objects (files, key_config...) make no table cells."""
+    return {k: v for k, v in summary.items()
+            if (v is None or isinstance(v, (str, int, float, bool))) and not k.startswith("config.")}
+
+
+def _metrics(run_dir: Path, epochs: int) -> pd.DataFrame:
+    """Return a completed training run's metrics.csv, one row per epoch it reports."""
+    metrics = read_csv_table(run_dir, METRICS)
+    if len(metrics) != epochs:
+        raise BrokenRun(f"{METRICS_FILE} has {len(metrics)} epoch rows where summary.json reports {epochs} epochs")
+    return metrics
+
+
+def _task_table(run_dir: Path, task: str) -> pd.DataFrame | None:
+    """Return the table a completed task's figures draw from, if it has one."""
+    spec, always = TASK_TABLES.get(task, (None, False))
+    if spec is None or (not always and not (run_dir / spec.name).exists()):
+        return None
+    return read_csv_table(run_dir, spec)
+
+
+def _summary(run_dir: Path) -> dict:
+    """Return the run's summary.json as a dict; raise BrokenRun when it cannot be one."""
+    path = run_dir / SUMMARY_FILE
+    if not _is_file(path):  # a folder, or a pipe that would block the reader for ever
+        raise BrokenRun(f"{SUMMARY_FILE} is not a regular file")
+    try:
+        return read_summary(run_dir)
+    except BrokenRecord as err:
+        raise BrokenRun(str(err)) from None
+    except RecursionError:  # JSON nested thousands deep
+        raise BrokenRun(f"{SUMMARY_FILE} nests too deeply to be a noderun summary") from None
+
+
+def read_run(run_dir: Path) -> tuple[dict, pd.DataFrame | None]:
+    """Return a run's record (its summary's single values; for a training run also its config as
+    `config.` columns) and the table its figures draw from (None if none); raise BrokenRun."""
+    summary = _summary(run_dir)
+    problem = summary_problem(summary)
+    if problem:
+        raise BrokenRun(problem)
+    record = {**_scalars(summary), "run_dir": str(run_dir)}
+    task, completed = summary.get("task", "train"), summary["status"] == "completed"
+    if task == "train":
+        record.update(_config_columns(run_dir, summary["model"]))
+        return record, _metrics(run_dir, summary["epochs_done"]) if completed else None
+    return record, _task_table(run_dir, task) if completed else None
 
 
 def collect_runs(paths: list[Path]) -> RunSet:
     """Read every run below the paths into a RunSet; a run that cannot be read is listed, not fatal."""
-    rows, unreadable, tasks = [], [], []
-    for run_dir in find_run_dirs(paths):
+    run_dirs, unreadable = find_run_dirs(paths)
+    rows, tasks, tables = [], [], {}
+    for run_dir in run_dirs:
         try:
-            summary = json.loads((run_dir / SUMMARY_FILE).read_text())
-            if isinstance(summary, dict) and summary.get("task", "train") != "train":
-                tasks.append({**summary, "run_dir": str(run_dir)})
-                continue
-            if not isinstance(summary, dict) or "model" not in summary:
-                raise ValueError("not a noderun summary")
-            config = _flat_config(run_dir, summary["model"])
-        except (OSError, ValueError) as err:
-            unreadable.append((str(run_dir), f"unreadable summary.json or config: {err}"))
+            record, table = read_run(run_dir)
+        except BrokenRun as err:
+            unreadable.append((str(run_dir), str(err)))
             continue
-        rows.append({**summary, **{f"config.{k}": v for k, v in config.items()}, "run_dir": str(run_dir)})
-    runs = pd.DataFrame(rows)
-    run_set = RunSet(runs=runs, unreadable=unreadable, tasks=tasks)
+        (rows if record.get("task", "train") == "train" else tasks).append(record)
+        if table is not None:
+            tables[str(run_dir)] = table
+    run_set = RunSet(runs=pd.DataFrame(rows), unreadable=unreadable, tasks=tasks, tables=tables)
     run_set.varying = _varying_config_keys(run_set.completed)
     return run_set
 
@@ -101,8 +221,8 @@ def collect_runs(paths: list[Path]) -> RunSet:
 def _varying_config_keys(runs: pd.DataFrame) -> list[str]:
     """Return the config columns whose values differ between runs of the same model.
 
-    Keys that differ only from one model to another (resnet's downsampling against odenet's, say)
-    are part of what the model is, and the model is always a row key.
+    Keys that differ only from one model to another (one model's downsampling against another's,
+    say) are part of what the model is, and the model is always a row key.
     """
     keys = []
     config_columns = [c for c in runs.columns if c.startswith("config.") and c != "config.model.name"
@@ -112,11 +232,3 @@ def _varying_config_keys(runs: pd.DataFrame) -> list[str]:
         if (per_model > 1).any():
             keys.append(column)
     return keys
-
-
-def read_metrics(run_dir: str) -> pd.DataFrame | None:
-    """Return a run's metrics.csv, or None if it has none that can be read."""
-    try:
-        return pd.read_csv(Path(run_dir) / METRICS_FILE)
-    except (OSError, ValueError, pd.errors.EmptyDataError):
-        return None

@@ -1,29 +1,19 @@
-"""The report's figures: accuracy curves and Figure 3's panels, each as PNG and PDF."""
+"""The report's figures: the training runs' accuracy and NFE curves and Figure 3's panels across
+tolerances, each as PNG and PDF; and write_figures, which draws every figure the runs allow."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")  # files only; no display needed
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from noderun.plotting import save_figure  # importing the package selects the file-only backend
+from noderun.plotting.registry import is_ode_model, model_colour, model_label, model_rank
+from noderun.report.collect import RunSet
+from noderun.report.task_figures import table2_figures, tolerance_task_figures
+import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 from matplotlib.ticker import MaxNLocator  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from noderun.report.collect import RunSet, read_metrics  # noqa: E402
-from noderun.report.paper import MODEL_COLORS, MODEL_LABELS, ODE_MODELS, model_rank  # noqa: E402
-
-
-def save_figure(fig, out_dir: Path, name: str) -> list[Path]:
-    """Write the figure as out_dir/name.png and .pdf, close it, and return the two paths."""
-    paths = [out_dir / f"{name}.png", out_dir / f"{name}.pdf"]
-    fig.tight_layout()
-    for path in paths:
-        fig.savefig(path, dpi=150)
-    plt.close(fig)
-    return paths
 
 
 def _curve_groups(run_set: RunSet) -> list[tuple[str, str, list[pd.DataFrame]]]:
@@ -37,8 +27,8 @@ def _curve_groups(run_set: RunSet) -> list[tuple[str, str, list[pd.DataFrame]]]:
         values = values if isinstance(values, tuple) else (values,)
         model = values[0]
         extra = [f"{k.removeprefix('config.').split('.')[-1]}={v}" for k, v in zip(run_set.varying, values[1:]) if not pd.isna(v)]
-        label = " ".join([MODEL_LABELS.get(model, model), *extra])
-        metrics = [m for m in map(read_metrics, group["run_dir"]) if m is not None and len(m)]
+        label = " ".join([model_label(model), *extra])
+        metrics = [m for m in map(run_set.tables.get, group["run_dir"]) if m is not None and len(m)]
         if metrics:
             groups.append((model, label, metrics))
     return sorted(groups, key=lambda g: (model_rank(g[0]), g[1]))
@@ -54,10 +44,6 @@ def _mean_band(ax, frames: list[pd.DataFrame], column: str, scale: float, color:
         ax.fill_between(x, values.min(0), values.max(0), color=color, alpha=0.2, linewidth=0)
 
 
-def _color(model: str, index: int) -> str:
-    return MODEL_COLORS.get(model, plt.cm.tab10(index % 10))
-
-
 def accuracy_figure(run_set: RunSet, out_dir: Path) -> list[Path]:
     """Train and test accuracy per epoch, one panel each: mean over seeds, band = min..max."""
     groups = _curve_groups(run_set)
@@ -67,7 +53,7 @@ def accuracy_figure(run_set: RunSet, out_dir: Path) -> list[Path]:
     for i, (model, label, frames) in enumerate(groups):
         style = ["-", "--", ":", "-."][sum(1 for g in groups[:i] if g[0] == model) % 4]
         for ax, column in zip(axes, ("train_acc", "test_acc")):
-            _mean_band(ax, frames, column, 100, _color(model, i), label, style)
+            _mean_band(ax, frames, column, 100, model_colour(model, i), label, style)
     for ax, title in zip(axes, ("training accuracy (on the training batches)", "test accuracy")):
         ax.set(title=title, xlabel="epoch", ylabel="accuracy (%)")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -79,12 +65,12 @@ def accuracy_figure(run_set: RunSet, out_dir: Path) -> list[Path]:
 
 def nfe_epoch_figure(run_set: RunSet, out_dir: Path) -> list[Path]:
     """Figure 3(d): forward NFE per training batch against epoch, for models with an ODE block."""
-    groups = [g for g in _curve_groups(run_set) if g[0] in ODE_MODELS]
+    groups = [g for g in _curve_groups(run_set) if is_ode_model(g[0])]
     if not groups:
         return []
     fig, ax = plt.subplots(figsize=(6, 4.2))
     for i, (model, label, frames) in enumerate(groups):
-        _mean_band(ax, frames, "nfe_forward", 1, _color(model, i), label, ["-", "--", ":", "-."][i % 4])
+        _mean_band(ax, frames, "nfe_forward", 1, model_colour(model, i), label, ["-", "--", ":", "-."][i % 4])
     ax.set(title="NFE forward during training (Fig. 3d)", xlabel="epoch",
            ylabel="NFE forward (mean per training batch)")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -95,7 +81,7 @@ def nfe_epoch_figure(run_set: RunSet, out_dir: Path) -> list[Path]:
 
 def nfe_backward_figure(run_set: RunSet, out_dir: Path) -> list[Path]:
     """Figure 3(c): backward against forward NFE, one point per epoch, for adjoint runs."""
-    groups = [g for g in _curve_groups(run_set) if g[0] in ODE_MODELS]
+    groups = [g for g in _curve_groups(run_set) if is_ode_model(g[0])]
     points = [(model, label, pd.concat(frames)) for model, label, frames in groups]
     points = [(m, lab, f[f["nfe_backward"] > 0]) for m, lab, f in points]
     points = [p for p in points if len(p[2])]
@@ -104,7 +90,7 @@ def nfe_backward_figure(run_set: RunSet, out_dir: Path) -> list[Path]:
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
     top = max(max(f["nfe_forward"].max(), f["nfe_backward"].max()) for _, _, f in points) * 1.1
     for i, (model, label, frame) in enumerate(points):
-        ax.scatter(frame["nfe_forward"], frame["nfe_backward"], s=14, color=_color(model, i), label=label, alpha=0.8)
+        ax.scatter(frame["nfe_forward"], frame["nfe_backward"], s=14, color=model_colour(model, i), label=label, alpha=0.8)
     ax.plot([0, top], [0, top], color="black", lw=0.8, ls="--", label="NFE-B = NFE-F")
     ax.plot([0, top], [0, top / 2], color="black", lw=0.8, ls=":", label="NFE-B = NFE-F / 2 (paper)")
     ax.set(title="Backward vs forward NFE (Fig. 3c)", xlabel="NFE forward (mean per batch, one point per epoch)",
@@ -119,26 +105,26 @@ def tolerance_figures(run_set: RunSet, out_dir: Path) -> list[Path]:
     time per evaluation forward pass, one point per run (final epoch)."""
     done = run_set.completed
     tolerance_keys = [k for k in run_set.varying if k in ("config.solver.rtol", "config.solver.atol")]
-    done = done[done["model"].isin(ODE_MODELS)] if tolerance_keys else done.iloc[0:0]
+    done = done[done["model"].map(is_ode_model)] if tolerance_keys else done.iloc[0:0]
     if done.empty:
         return []
     rows = []
     for _, run in done.iterrows():
-        metrics = read_metrics(run["run_dir"])
+        metrics = run_set.tables.get(run["run_dir"])
         if metrics is not None and len(metrics):
             last = metrics.iloc[-1]
             per_batch = last.get("test_forward_s", np.nan)
-            rows.append((run["model"], run["rtol"], last["nfe_forward_eval"], 100 * (1 - last["test_acc"]), per_batch))
+            rows.append((run["model"], run.get("rtol"), last["nfe_forward_eval"], 100 * (1 - last["test_acc"]), per_batch))
     if not rows:
         return []
     frame = pd.DataFrame(rows, columns=["model", "rtol", "nfe", "test_error", "forward_s"])
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for i, (model, group) in enumerate(frame.groupby("model")):
-        color = _color(model, i)
-        axes[0].scatter(group["nfe"], group["test_error"], color=color, label=MODEL_LABELS.get(model, model))
-        axes[1].scatter(group["nfe"], 1000 * group["forward_s"], color=color, label=MODEL_LABELS.get(model, model))
+        color = model_colour(model, i)
+        axes[0].scatter(group["nfe"], group["test_error"], color=color, label=model_label(model))
+        axes[1].scatter(group["nfe"], 1000 * group["forward_s"], color=color, label=model_label(model))
         for _, r in group.iterrows():
-            axes[0].annotate(f"tol {r['rtol']:g}", (r["nfe"], r["test_error"]), fontsize=7, xytext=(3, 3),
+            axes[0].annotate("tol -" if pd.isna(r["rtol"]) else f"tol {r['rtol']:g}", (r["nfe"], r["test_error"]), fontsize=7, xytext=(3, 3),
                              textcoords="offset points")
     axes[0].set(title="NFE vs test error across tolerances (cf. Fig. 3a)", xlabel="NFE forward (evaluation, per batch)",
                 ylabel="test error (%)")
@@ -152,9 +138,6 @@ def tolerance_figures(run_set: RunSet, out_dir: Path) -> list[Path]:
 
 def write_figures(run_set: RunSet, out_dir: Path) -> list[Path]:
     """Draw every figure the runs allow; return the files written."""
-    from noderun.report.table2 import table2_figures  # these build on this module
-    from noderun.report.task_figures import tolerance_task_figures
-
     paths: list[Path] = []
     for draw in (accuracy_figure, nfe_epoch_figure, nfe_backward_figure, tolerance_figures, tolerance_task_figures,
                  table2_figures):

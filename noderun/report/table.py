@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from noderun.plotting.registry import is_ode_model, model_label, model_rank
 from noderun.report.collect import REFERENCE_PREFIX, RunSet
-from noderun.report.paper import MODEL_LABELS, ODE_MODELS, TABLE1, model_rank
+from noderun.report.paper import paper_table1
 
 NUMERIC_COLUMNS = ("test_error_mean", "test_error_std", "params_m", "nfe_forward", "nfe_backward",
                    "train_time_per_epoch_s", "peak_memory_mb", "paper_test_error", "diff_test_error", "paper_params_m",
@@ -24,15 +25,20 @@ def preset_reference(run: pd.Series, model: str) -> dict[str, object]:
     if error is None or pd.isna(error):
         return {}
     time_s = run.get(f"{REFERENCE_PREFIX}train_time_s.{model}")
+    source, kind = (run.get(f"{REFERENCE_PREFIX}{key}", "?") for key in ("source", "error_kind"))
     return {"reference_error": float(error),
             "reference_train_time_s": math.nan if time_s is None or pd.isna(time_s) else float(time_s),
-            "reference_source": f"{run[REFERENCE_PREFIX + 'source']}: {run[REFERENCE_PREFIX + 'error_kind']}"}
-
+            "reference_source": f"{source}: {kind}"}
 
 
 def sample_std(values: pd.Series) -> float:
     """Return the sample standard deviation (n - 1), NaN for a single value."""
     return float(values.std(ddof=1)) if len(values) > 1 else math.nan
+
+
+def column_mean(runs: pd.DataFrame, column: str) -> float:
+    """Return the mean of a column that runs may leave null or out (NaN when none has a number)."""
+    return float(pd.to_numeric(runs[column], errors="coerce").mean()) if column in runs else math.nan
 
 
 def table1(run_set: RunSet) -> pd.DataFrame:
@@ -49,17 +55,17 @@ def table1(run_set: RunSet) -> pd.DataFrame:
     rows = []
     for _, group in done.groupby(keys, dropna=False, sort=False):
         model = group["model"].iloc[0]
-        paper = TABLE1.get(model, {})
-        ode = model in ODE_MODELS
-        row = {"model": MODEL_LABELS.get(model, model)}
+        paper = paper_table1(model)
+        ode = is_ode_model(model)
+        row = {"model": model_label(model)}
         row.update({k.removeprefix("config."): group[k].iloc[0] for k in run_set.varying})
         row.update({
             "seeds": len(group),
             "test_error_mean": float(group["test_error"].mean()),
             "test_error_std": sample_std(group["test_error"]),
             "params_m": float(group["params"].mean()) / 1e6,
-            "nfe_forward": float(group["nfe_forward"].mean()) if ode else math.nan,
-            "nfe_backward": float(group["nfe_backward"].mean()) if ode else math.nan,
+            "nfe_forward": column_mean(group, "nfe_forward") if ode else math.nan,
+            "nfe_backward": column_mean(group, "nfe_backward") if ode else math.nan,
             "train_time_per_epoch_s": float((group["train_time_s"] / group["epochs_done"]).mean()),
             "train_time_s": float(group["train_time_s"].mean()),
             "peak_memory_mb": float(group["peak_memory_mb"].mean()),

@@ -1,6 +1,5 @@
 """Table 2 from a set of runs: latent ODE against RNN, test RMSE beyond the observation window by
-number of observed points, mean ± std over seeds, the paper's figures beside ours; and the spiral
-figures of the runs."""
+number of observed points, mean ± std over seeds, the paper's figures beside ours."""
 
 from __future__ import annotations
 
@@ -9,9 +8,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from noderun.plotting.registry import model_label, model_rank
 from noderun.report.collect import RunSet
-from noderun.report.paper import SEQUENCE_LABELS, SEQUENCE_ORDER, TABLE2
-from noderun.report.table import latex, markdown, sample_std
+from noderun.report.paper import paper_rmse
+from noderun.report.table import column_mean, latex, markdown, sample_std
+
 # What else a row is told apart by, so that runs with other solvers or sizes are not averaged together.
 ROW_KEYS = ("model", "solver", "rtol", "adjoint", "n_points", "train_size")
 
@@ -20,10 +21,6 @@ def table2_runs(run_set: RunSet) -> pd.DataFrame:
     """Return the completed time-series runs' summaries as a table (empty when there are none)."""
     runs = [t for t in run_set.tasks if t.get("task") == "timeseries" and t.get("status") == "completed"]
     return pd.DataFrame(runs)
-
-
-def _rank(model: str) -> int:
-    return SEQUENCE_ORDER.index(model) if model in SEQUENCE_ORDER else len(SEQUENCE_ORDER)
 
 
 def table2(run_set: RunSet) -> pd.DataFrame:
@@ -39,17 +36,17 @@ def table2(run_set: RunSet) -> pd.DataFrame:
         model, n_obs = first["model"], int(first["n_obs"])
         rows.append({**{k: first[k] for k in keys}, "n_obs": n_obs, "seeds": len(group),
                      "rmse_mean": float(group["test_rmse"].mean()), "rmse_std": sample_std(group["test_rmse"]),
-                     "paper_rmse": TABLE2.get(model, {}).get(n_obs, math.nan) if first["n_points"] == 100 else math.nan,
-                     "rmse_observed": float(group["test_rmse_observed"].mean()),
+                     "paper_rmse": paper_rmse(model, n_obs) if first["n_points"] == 100 else math.nan,
+                     "rmse_observed": column_mean(group, "test_rmse_observed"),
                      "nfe_forward": float(group["nfe_forward"].mean()), "nfe_backward": float(group["nfe_backward"].mean()),
                      "train_time_s": float(group["train_time_s"].mean()), "peak_memory_mb": float(group["peak_memory_mb"].mean()),
                      "params": int(first["params"])})
     table = pd.DataFrame(rows)
-    return table.assign(_rank=table["model"].map(_rank)).sort_values(["_rank", "n_obs"], kind="stable").drop(columns="_rank").reset_index(drop=True)
+    return table.assign(_rank=table["model"].map(model_rank)).sort_values(["_rank", "n_obs"], kind="stable").drop(columns="_rank").reset_index(drop=True)
 
 
 def _row_label(row: pd.Series, setting_columns: list[str]) -> str:
-    label = SEQUENCE_LABELS.get(row["model"], row["model"])
+    label = model_label(row["model"])
     extra = [f"{c}={row[c]}" for c in setting_columns if not pd.isna(row[c])]
     return label + (f" ({', '.join(extra)})" if extra else "")
 
@@ -83,27 +80,3 @@ def write_table2(table: pd.DataFrame, out_dir: Path) -> str:
     (out_dir / "table2.md").write_text(text + "\n")
     (out_dir / "table2.tex").write_text(latex(rows))
     return text
-
-
-def table2_figures(run_set: RunSet, out_dir: Path) -> list[Path]:
-    """Draw, per observed-point count, the first test spirals of the lowest seed with both models'
-    reconstruction and extrapolation (spirals_nobs{N}.png/.pdf); return the files written."""
-    from noderun.report.spiral_figures import spiral_figure
-    from noderun.tasks.timeseries import PREDICTIONS_FILE
-
-    runs = table2_runs(run_set)
-    paths: list[Path] = []
-    if runs.empty:
-        return paths
-    for n_obs, group in runs.groupby("n_obs"):
-        seed = group["seed"].min()
-        chosen = group[group["seed"] == seed].drop_duplicates("model")
-        tables, rmses = {}, {}
-        for _, run in chosen.sort_values("model", key=lambda models: models.map(_rank)).iterrows():
-            path = Path(run["run_dir"]) / PREDICTIONS_FILE
-            if path.exists():
-                tables[run["model"]] = pd.read_csv(path)
-                rmses[run["model"]] = run["test_rmse"]
-        if tables:
-            paths += spiral_figure(tables, int(n_obs), rmses, out_dir, name=f"spirals_nobs{int(n_obs)}")
-    return paths

@@ -26,35 +26,15 @@ from torch import nn
 from noderun.data.batches import epoch_generator, shuffled_batch_indices
 from noderun.data.spirals import SpiralSplit, Spirals, make_spirals
 from noderun.errors import UserError
+from noderun.lifecycle import RunRecorder
 from noderun.measure import NFECounter, peak_memory_mb, reset_peak_memory, wait_for
-from noderun.models import count_parameters
-from noderun.models.latent_ode import LatentODE
-from noderun.models.rnn import GapRNN
+from noderun.models import MODELS, build_model, count_parameters
 from noderun.models.sequence import gather_times
-from noderun.records import METRICS_FILE, save_checkpoint, write_text_atomically
-from noderun.run import solver_spec
-from noderun.tasks.common import write_table
+from noderun.records import PREDICTIONS_FILE
+from noderun.config import solver_spec
 from noderun.train import TrainingFailure
 
 log = logging.getLogger("noderun")
-
-SEQUENCE_MODELS = ("latent_ode", "rnn")
-PREDICTIONS_FILE = "spiral_predictions.csv"
-
-
-def build_sequence_model(cfg: DictConfig) -> nn.Module:
-    """Return the latent ODE or the RNN baseline the run's model config describes."""
-    m = cfg.model
-    if m.name not in SEQUENCE_MODELS:
-        raise UserError(f"dataset=spirals takes model=latent_ode or model=rnn, not model={m.name}")
-    if m.name == "rnn":
-        return GapRNN(hidden=int(m.hidden), cell=str(m.cell))
-    if not float(m.obs_std) > 0:
-        raise UserError(f"model.obs_std={m.obs_std} is invalid; the likelihood's std must be > 0")
-    return LatentODE(solver_spec(cfg), adjoint=bool(m.adjoint), latent=int(m.latent), rec_hidden=int(m.rec_hidden),
-                     dyn_hidden=int(m.dyn_hidden), dec_hidden=int(m.dec_hidden), cell=str(m.cell),
-                     obs_std=float(m.obs_std))
-
 
 def observations(split: SpiralSplit, times: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Return the observed noisy points (B×n×2) and their times (B×n)."""
@@ -135,53 +115,59 @@ def prediction_table(predicted: torch.Tensor, split: SpiralSplit, data: Spirals,
     return pd.DataFrame(rows)
 
 
-def measure(cfg: DictConfig, run_dir: Path, device: torch.device, summary: dict[str, Any]) -> None:
-    """Train the model, recording metrics.csv after every epoch; then write the test RMSEs into the
-    summary, the predictions of a few test spirals, their figure and a checkpoint."""
-    from noderun.report.spiral_figures import spiral_figure  # matplotlib only once needed
+def run(cfg: DictConfig, rec: RunRecorder) -> None:
+    """Train the model, recording metrics.csv and a checkpoint after every epoch (resuming from the last
+    one recorded when the run is resumed); then write the test RMSEs into the summary, the predictions
+    of a few test spirals and their figure."""
+    from noderun.plotting.spirals import spiral_figure  # matplotlib only once needed
 
-    t, seed = cfg.trainer, int(cfg.seed)
+    t, seed, device = cfg.trainer, int(cfg.seed), rec.device
+    entry = MODELS.get(cfg.model.name)
+    if entry is None or entry.table != 2:
+        raise UserError(f"dataset=spirals takes a Table-2 model; choose one of: "
+                        f"{', '.join(n for n, e in MODELS.items() if e.table == 2)}")
     data = make_spirals(cfg.dataset, seed)
     data = Spirals(data.times.to(device), data.n_points, data.train.to(device), data.test.to(device))
     torch.manual_seed(seed)
-    model = build_sequence_model(cfg).to(device)
+    model = build_model(cfg.model, solver_spec(cfg)).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=float(t.lr))
+    state = rec.restored()
+    if state:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
     counter = NFECounter(model)
-    ode = cfg.model.name == "latent_ode"
-    summary.update(model=cfg.model.name, n_obs=int(cfg.dataset.n_obs), n_points=data.n_points,
-                   train_size=len(data.train), test_size=len(data.test), params=count_parameters(model),
-                   solver=cfg.solver.method if ode else None, rtol=cfg.solver.rtol if ode else None,
-                   atol=cfg.solver.atol if ode else None, adjoint=bool(cfg.model.adjoint) if ode else None,
-                   peak_memory_kind="cuda_max_allocated" if device.type == "cuda" else "cpu_max_rss",
-                   epochs_done=0, train_time_s=0.0)
-    rows, train_time = [], 0.0
-    for epoch in range(1, int(t.epochs) + 1):
+    ode = entry.is_ode
+    rec.update(model=cfg.model.name, n_obs=int(cfg.dataset.n_obs), n_points=data.n_points,
+               train_size=len(data.train), test_size=len(data.test), params=count_parameters(model),
+               solver=cfg.solver.method if ode else None, rtol=cfg.solver.rtol if ode else None,
+               atol=cfg.solver.atol if ode else None, adjoint=bool(cfg.model.adjoint) if ode else None,
+               peak_memory_kind="cuda_max_allocated" if device.type == "cuda" else "cpu_max_rss")
+    predicted = None
+    for epoch in range(len(rec.rows) + 1, int(t.epochs) + 1):
         reset_peak_memory(device)
         start = time.perf_counter()
         stats = train_one_epoch(model, optimizer, data, int(t.batch_size), epoch_generator(seed, epoch), counter)
         wait_for(device)
         elapsed = time.perf_counter() - start
-        train_time += elapsed
         counter.take()
         predicted = predict_split(model, data.test, data, int(t.eval_batch_size))
         errors = prediction_errors(predicted, data.test, data.n_points)
-        rows.append({"epoch": epoch, **stats, "nfe_forward_eval": counter.take() / math.ceil(len(data.test) / int(t.eval_batch_size)),
-                     **errors, "epoch_time_s": round(elapsed, 3), "peak_memory_mb": round(peak_memory_mb(device), 1)})
-        # after every epoch: a later failure or interrupt keeps them
-        write_text_atomically(run_dir / METRICS_FILE, pd.DataFrame(rows).to_csv(index=False))
-        summary.update(epochs_done=epoch, train_time_s=round(train_time, 2))
+        row = {"epoch": epoch, **stats,
+               "nfe_forward_eval": counter.take() / math.ceil(len(data.test) / int(t.eval_batch_size)),
+               **errors, "epoch_time_s": round(elapsed, 3), "peak_memory_mb": round(peak_memory_mb(device), 1)}
+        rows = [*rec.rows, row]
+        rec.record_epoch(row, {"model": model.state_dict(), "optimizer": optimizer.state_dict()},
+                         train_time_s=round(sum(r["epoch_time_s"] for r in rows), 2),
+                         peak_memory_mb=max(r["peak_memory_mb"] for r in rows),
+                         **{key: row[key] for key in ("test_rmse", "test_rmse_observed", "test_rmse_unobserved",
+                                                      "nfe_forward", "nfe_backward", "nfe_forward_eval", "train_loss")})
         log.info("%s n_obs=%d epoch %d/%d: loss %.3f, test RMSE beyond the window %.4f, NFE-F %.1f, NFE-B %.1f, %.1f s",
                  cfg.model.name, cfg.dataset.n_obs, epoch, t.epochs, stats["train_loss"], errors["test_rmse"],
                  stats["nfe_forward"], stats["nfe_backward"], elapsed)
-    last = rows[-1]
-    summary.update({key: last[key] for key in ("test_rmse", "test_rmse_observed", "test_rmse_unobserved",
-                                                "nfe_forward", "nfe_backward", "nfe_forward_eval", "train_loss")})
-    summary.update(peak_memory_mb=max(r["peak_memory_mb"] for r in rows))
-    summary["files"].append(METRICS_FILE)
-    save_checkpoint(run_dir / "last.pt", {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                          "epoch": int(t.epochs)})
-    summary["files"].append("last.pt")
+    if predicted is None:  # resumed after its last epoch: the predictions come from the restored weights
+        predicted = predict_split(model, data.test, data, int(t.eval_batch_size))
+    rec.add_files("metrics.csv", "last.pt")
     table = prediction_table(predicted.cpu(), data.test.to(torch.device("cpu")), data, int(cfg.model.plot_spirals))
-    write_table(run_dir, PREDICTIONS_FILE, table, summary)
-    summary["files"] += [p.name for p in spiral_figure({cfg.model.name: table}, int(cfg.dataset.n_obs),
-                                                       {cfg.model.name: summary["test_rmse"]}, run_dir)]
+    rec.write_file(PREDICTIONS_FILE, table)
+    rec.add_files(*(p.name for p in spiral_figure({cfg.model.name: table}, int(cfg.dataset.n_obs),
+                                                  {cfg.model.name: rec.summary["test_rmse"]}, rec.run_dir)))

@@ -15,15 +15,14 @@ from omegaconf import DictConfig
 from torch import nn
 
 from noderun.errors import UserError
+from noderun.lifecycle import RunRecorder
 from noderun.measure import NFECounter, SavedTensorBytes, peak_memory_mb, reset_peak_memory, wait_for
-from noderun.models import DOWNSAMPLING, build_model
-from noderun.models.resnet import build_resnet
+from noderun.models import DOWNSAMPLING, MODELS, build_model, models_of_table
 from noderun.solvers import FIXED_GRID_METHODS, SolverSpec
-from noderun.tasks.common import task_settings, training_batch, write_table
+from noderun.experiments.common import task_settings, training_batch
 
 log = logging.getLogger("noderun")
 
-MODELS = ("resnet", "rknet", "odenet")
 CSV_FILE = "memory.csv"
 
 
@@ -43,12 +42,21 @@ def checked_settings(settings: DictConfig) -> tuple[list[int], str, int, str]:
     return sorted(set(steps)), str(settings.method), settings.batch_size, str(settings.downsampling)
 
 
+def checked_models(settings: DictConfig) -> list[str]:
+    """Return the settings' models (Table-1 models: their depth is residual blocks or solver steps), or raise UserError."""
+    deep = models_of_table(1)
+    names = list(settings.get("models") or [])
+    if not names or any(name not in deep for name in names):
+        raise UserError(f"memory.models={names} is invalid; choose from: {', '.join(deep)}")
+    return names
+
+
 def model_of_depth(name: str, depth: int, method: str, downsampling: str) -> nn.Module:
-    """Return the model with `depth` solver steps on [0, 1] (rknet, odenet) or `depth` residual blocks
-    (resnet), all with the same downsampling and head."""
-    if name == "resnet":
-        return build_resnet(downsampling, blocks=depth)
-    return build_model(name, SolverSpec(method=method, step_size=1 / depth), downsampling)
+    """Return the model with `depth` solver steps on [0, 1] (models with an ODE block) or `depth`
+    residual blocks (the others), all with the same downsampling and head."""
+    if MODELS[name].is_ode:
+        return build_model({"name": name, "downsampling": downsampling}, SolverSpec(method=method, step_size=1 / depth))
+    return build_model({"name": name, "downsampling": downsampling, "blocks": depth}, SolverSpec())
 
 
 def step_memory(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, device: torch.device) -> dict[str, Any]:
@@ -70,17 +78,19 @@ def step_memory(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, de
             "step_time_s": round(time.perf_counter() - start, 4)}
 
 
-def measure(cfg: DictConfig, run_dir: Path, device: torch.device, summary: dict[str, Any]) -> None:
+def run(cfg: DictConfig, rec: RunRecorder) -> None:
     """Write memory.csv (one row per model and depth) and the memory-against-depth figure."""
-    from noderun.report.task_figures import memory_figure  # matplotlib only once there is something to draw
+    run_dir, device, summary = rec.run_dir, rec.device, rec.summary
+    from noderun.plotting.tasks import memory_figure  # matplotlib only once there is something to draw
 
     steps, method, batch_size, downsampling = checked_settings(task_settings(cfg))
+    models = checked_models(task_settings(cfg))
     images, labels = training_batch(cfg, batch_size, device)
-    for name in MODELS:  # untimed: one-off setup (kernels for the batch's shapes) is charged to no depth
+    for name in models:  # untimed: one-off setup (kernels for the batch's shapes) is charged to no depth
         step_memory(model_of_depth(name, steps[0], method, downsampling).to(device), images, labels, device)
     rows = []
     for depth in steps:
-        for name in MODELS:
+        for name in models:
             torch.manual_seed(cfg.seed)
             model = model_of_depth(name, depth, method, downsampling).to(device).train()
             row = {"model": name, "depth": depth, "method": None if name == "resnet" else method,
@@ -90,8 +100,8 @@ def measure(cfg: DictConfig, run_dir: Path, device: torch.device, summary: dict[
             rows.append(row)
             del model
     table = pd.DataFrame(rows)
-    write_table(run_dir, CSV_FILE, table, summary)
-    summary["files"] += [p.name for p in memory_figure(table, run_dir)]
+    rec.write_file(CSV_FILE, table)
+    rec.add_files(*(p.name for p in memory_figure(table, run_dir)))
     summary.update(method=method, batch_size=len(labels), downsampling=downsampling, steps=steps,
                    saved_mb={name: dict(zip(map(str, group["depth"]), group["saved_mb"]))
                              for name, group in table.groupby("model", sort=False)})

@@ -14,10 +14,11 @@ from omegaconf import DictConfig
 from torch import nn
 
 from noderun.errors import UserError
+from noderun.lifecycle import RunRecorder
 from noderun.measure import NFECounter, relative_error
-from noderun.models import DOWNSAMPLING, build_model
+from noderun.models import DOWNSAMPLING, ODE_NET, build_model
 from noderun.solvers import SolverSpec, validate_solver
-from noderun.tasks.common import task_settings, training_batch, write_table
+from noderun.experiments.common import task_settings, training_batch
 
 log = logging.getLogger("noderun")
 
@@ -65,7 +66,7 @@ def case_rows(name: str, spec: SolverSpec, weights: dict[str, torch.Tensor], ima
     backpropagation through the solver's operations, from the same weights and batch."""
     grads = {}
     for adjoint in (True, False):
-        model = build_model("odenet", spec, downsampling, adjoint=adjoint).to(images.device, images.dtype)
+        model = build_model({"name": ODE_NET, "downsampling": downsampling, "adjoint": adjoint}, spec).to(images.device, images.dtype)
         model.load_state_dict(weights)
         grads[adjoint] = gradients(model, images, labels)
     (adjoint, nfe_f, nfe_b), (backprop, nfe_f_bp, _) = grads[True], grads[False]
@@ -80,22 +81,23 @@ def case_rows(name: str, spec: SolverSpec, weights: dict[str, torch.Tensor], ima
     return everything + rows
 
 
-def measure(cfg: DictConfig, run_dir: Path, device: torch.device, summary: dict[str, Any]) -> None:
+def run(cfg: DictConfig, rec: RunRecorder) -> None:
     """Write gradcheck.csv (per case: the overall row, then one per parameter tensor) and its figure."""
-    from noderun.report.task_figures import gradcheck_figure  # matplotlib only once there is something to draw
+    run_dir, device, summary = rec.run_dir, rec.device, rec.summary
+    from noderun.plotting.tasks import gradcheck_figure  # matplotlib only once there is something to draw
 
     cases, dtype, batch_size, downsampling = checked_settings(task_settings(cfg))
     images, labels = training_batch(cfg, batch_size, device)
     torch.manual_seed(cfg.seed)
-    weights = build_model("odenet", SolverSpec(), downsampling).to(dtype).state_dict()
+    weights = build_model({"name": ODE_NET, "downsampling": downsampling}, SolverSpec()).to(dtype).state_dict()
     rows = []
     for name, spec in cases:
         rows += case_rows(name, spec, weights, images.to(dtype), labels, downsampling)
         log.info("gradcheck %s (%s): relative error of the adjoint's gradient %.3g", name, spec.method,
                  next(r["rel_error"] for r in rows if r["case"] == name and r["parameter"] == OVERALL))
     table = pd.DataFrame(rows)
-    write_table(run_dir, CSV_FILE, table, summary)
-    summary["files"] += [p.name for p in gradcheck_figure(table, run_dir)]
+    rec.write_file(CSV_FILE, table)
+    rec.add_files(*(p.name for p in gradcheck_figure(table, run_dir)))
     overall = table[table["parameter"] == OVERALL]
     summary.update(dtype=str(dtype).removeprefix("torch."), batch_size=len(labels), downsampling=downsampling,
                    rel_error=dict(zip(overall["case"], overall["rel_error"])))

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 
 from noderun.data.cubic import RegressionData, cubic_target
-from noderun.report.figures import save_figure  # also selects matplotlib's file-only backend
-from noderun.report.paper import MODEL_COLORS, MODEL_LABELS
+from noderun.plotting import save_figure  # importing the package selects the file-only backend
+from noderun.plotting.registry import model_colour, model_label
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 
 TARGET_STYLE = {"color": "#1f3fbf", "lw": 2, "label": "target h(x) = x³ + 0.1x"}
@@ -32,17 +32,25 @@ def _fit_label(row: pd.Series, text: str) -> str:
     return f"{text}: diverged" if row["diverged"] else f"{text}: test MSE {row['test_mse']:.3g}"
 
 
+def _models(fits: pd.DataFrame) -> list[str]:
+    """Return the models the fits are of, in the order they were fitted."""
+    return list(fits["model"].unique())
+
+
 def cubic_fit_figure(fits: pd.DataFrame, curves: pd.DataFrame, data: RegressionData, out_dir: Path) -> list[Path]:
-    """The tutorial's Figures 6-8: ResNet and ODE-Net fitted to the training points, over the target."""
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.4), sharey=True)
+    """The tutorial's Figures 6-8: each model (ResNet, ODE-Net) fitted to the training points over the
+    target, one panel each, and all of them in a last panel."""
     main = fits[fits["study"] == "main"]
+    models = _models(main)
+    panels = [([m], model_label(m)) for m in models] + [(models, "Comparison")]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.4), sharey=True, squeeze=False)
+    axes = axes[0]
     x = curves[curves["fit"] == main["fit"].iloc[0]]["x"].to_numpy()
-    for ax, models, title in ((axes[0], ["resnet"], "ResNet"), (axes[1], ["odenet"], "ODE-Net"),
-                              (axes[2], ["resnet", "odenet"], "Comparison")):
+    for ax, (shown, title) in zip(axes, panels):
         _target_and_points(ax, data, x)
-        for _, row in main[main["model"].isin(models)].iterrows():
-            ax.plot(*_fit_curve(curves, row["fit"]), color=MODEL_COLORS[row["model"]], lw=1.6,
-                    label=_fit_label(row, f"{MODEL_LABELS[row['model']]} (lr {row['lr']:g})"))
+        for _, row in main[main["model"].isin(shown)].iterrows():
+            ax.plot(*_fit_curve(curves, row["fit"]), color=model_colour(row["model"], models.index(row["model"])),
+                    lw=1.6, label=_fit_label(row, f"{model_label(row['model'])} (lr {row['lr']:g})"))
         ax.set(title=title, xlabel="x")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
@@ -53,20 +61,21 @@ def cubic_fit_figure(fits: pd.DataFrame, curves: pd.DataFrame, data: RegressionD
 def cubic_random_sets_figure(fits: pd.DataFrame, curves: pd.DataFrame, out_dir: Path) -> list[Path]:
     """The tutorial's Figures 9-10: each model trained on several random training sets, one curve each."""
     sets = fits[fits["study"] == "random_sets"]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4), sharey=True)
-    for ax, model in zip(axes, ("resnet", "odenet")):
+    models = _models(sets)
+    fig, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 4.4), sharey=True, squeeze=False)
+    for index, (ax, model) in enumerate(zip(axes[0], models)):
         rows = sets[sets["model"] == model]
         x = curves[curves["fit"] == rows["fit"].iloc[0]]["x"].to_numpy()
         _target_and_points(ax, None, x)
         for i, (_, row) in enumerate(rows.iterrows()):
-            ax.plot(*_fit_curve(curves, row["fit"]), color=MODEL_COLORS[model], lw=1, alpha=0.8,
-                    label=f"{MODEL_LABELS[model]}s on {len(rows)} random sets" if i == 0 else None)
+            ax.plot(*_fit_curve(curves, row["fit"]), color=model_colour(model, index), lw=1, alpha=0.8,
+                    label=f"{model_label(model)}s on {len(rows)} random sets" if i == 0 else None)
         mse = rows["test_mse"]
-        ax.set(title=f"{MODEL_LABELS[model]}: {len(rows)} sets of {rows['n_train'].iloc[0]} points; "
+        ax.set(title=f"{model_label(model)}: {len(rows)} sets of {rows['n_train'].iloc[0]} points; "
                      f"test MSE {mse.mean():.3g} ± {mse.std():.2g}", xlabel="x")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    axes[0].set_ylabel("y")
+    axes[0][0].set_ylabel("y")
     return save_figure(fig, out_dir, "cubic_random_sets")
 
 
@@ -75,8 +84,9 @@ def cubic_lr_sweep_figure(fits: pd.DataFrame, curves: pd.DataFrame, losses: pd.D
     """The tutorial's Figures 11-12: per model, the fits at each learning rate (top) and their
     training MSE against iteration (bottom, log scale)."""
     sweep = fits[fits["study"] == "lr_sweep"]
-    fig, axes = plt.subplots(2, 2, figsize=(12, 8.5))
-    for column, model in enumerate(("resnet", "odenet")):
+    models = _models(sweep)
+    fig, axes = plt.subplots(2, len(models), figsize=(6 * len(models), 8.5), squeeze=False)
+    for column, model in enumerate(models):
         top, bottom = axes[0][column], axes[1][column]
         rows = sweep[sweep["model"] == model]
         x = curves[curves["fit"] == rows["fit"].iloc[0]]["x"].to_numpy()
@@ -88,8 +98,8 @@ def cubic_lr_sweep_figure(fits: pd.DataFrame, curves: pd.DataFrame, losses: pd.D
                 top.plot(*_fit_curve(curves, row["fit"]), color=color, lw=1.4, label=label)
             loss = losses[losses["fit"] == row["fit"]]
             bottom.semilogy(loss["iteration"], loss["train_mse"], color=color, lw=1.2, label=label)
-        top.set(title=f"{MODEL_LABELS[model]} at each learning rate", xlabel="x", ylabel="y")
-        bottom.set(title=f"{MODEL_LABELS[model]}: training MSE", xlabel="iteration (full-batch gradient step)",
+        top.set(title=f"{model_label(model)} at each learning rate", xlabel="x", ylabel="y")
+        bottom.set(title=f"{model_label(model)}: training MSE", xlabel="iteration (full-batch gradient step)",
                    ylabel="training MSE")
         for ax in (top, bottom):
             ax.grid(alpha=0.3)
@@ -112,12 +122,12 @@ def ecg_loss_figure(metrics: pd.DataFrame, out_dir: Path) -> list[Path]:
     """The tutorial's Figures 13-14: training and test cross entropy per epoch, one panel per model."""
     names = list(metrics["model"].unique())
     fig, axes = plt.subplots(1, len(names), figsize=(5.5 * len(names), 4.2), squeeze=False, sharey=True)
-    for ax, name in zip(axes[0], names):
+    for index, (ax, name) in enumerate(zip(axes[0], names)):
         rows = metrics[metrics["model"] == name]
-        ax.plot(rows["epoch"], rows["train_loss"], "o-", ms=3, color=MODEL_COLORS[name], label="training loss")
+        ax.plot(rows["epoch"], rows["train_loss"], "o-", ms=3, color=model_colour(name, index), label="training loss")
         ax.plot(rows["epoch"], rows["test_loss"], "s--", ms=3, color="black", label="test loss")
         last = rows.iloc[-1]
-        ax.set(title=f"{MODEL_LABELS[name]}: test accuracy {100 * last['test_accuracy']:.2f} % after "
+        ax.set(title=f"{model_label(name)}: test accuracy {100 * last['test_accuracy']:.2f} % after "
                      f"{last['epoch']} epochs", xlabel="epoch", ylabel="cross entropy")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
@@ -140,11 +150,11 @@ def ecg_confusion_figure(matrices: dict, seed_document, out_dir: Path) -> list[P
     names = list(matrices)
     fig, axes = plt.subplots(2, len(names), figsize=(4.6 * len(names), 8.4), squeeze=False)
     for column, name in enumerate(names):
-        _confusion_panel(axes[0][column], np.asarray(matrices[name]), f"{MODEL_LABELS[name]}, ours")
+        _confusion_panel(axes[0][column], np.asarray(matrices[name]), f"{model_label(name)}, ours")
         theirs = seed_document.get(name)
         if theirs is not None:
             _confusion_panel(axes[1][column], np.asarray([list(r) for r in theirs.confusion]),
-                             f"{MODEL_LABELS[name]}, the tutorial's")
+                             f"{model_label(name)}, the tutorial's")
         else:
             axes[1][column].axis("off")
     return save_figure(fig, out_dir, "ecg_confusion")

@@ -21,17 +21,16 @@ from torch import nn
 from noderun.data.batches import epoch_generator, shuffled_batch_indices
 from noderun.data.ecg import NUM_CLASSES, load_ecg_csv
 from noderun.errors import UserError
+from noderun.lifecycle import RunRecorder
 from noderun.measure import NFECounter, peak_memory_mb, reset_peak_memory
 from noderun.models import count_parameters
 from noderun.models.ecg import ECG_MODELS, build_ecg_model
-from noderun.records import write_text_atomically
-from noderun.run import solver_spec
-from noderun.tasks.common import task_settings, write_table
+from noderun.config import solver_spec
+from noderun.experiments.common import task_settings
 from noderun.train import TrainingFailure, train_epoch
 
 log = logging.getLogger("noderun")
 
-METRICS_FILE = "ecg_metrics.csv"
 CONFUSION_FILE = "ecg_confusion.csv"
 CLASS_NAMES = ("normal", "supraventricular", "ventricular", "fusion", "unclassified")
 
@@ -100,15 +99,20 @@ def confusion_matrix(labels: torch.Tensor, predicted: torch.Tensor) -> torch.Ten
 
 
 def train_model(name: str, cfg: DictConfig, settings: DictConfig, train: tuple, test: tuple,
-                device: torch.device, on_epoch) -> tuple[torch.Tensor | None, str | None]:
-    """Train one model for the settings' epochs, calling on_epoch(row) after each; return its final
-    confusion matrix, or (None, reason) when training stopped (loss not finite, solver gave up)."""
+                device: torch.device, on_epoch, resume: dict[str, Any] | None = None) -> tuple[torch.Tensor | None, str | None]:
+    """Train one model for the settings' epochs (from `resume`'s epoch when given: the state on_epoch
+    saved), calling on_epoch(row, model, optimizer) after each; return its final confusion matrix, or
+    (None, reason) when training stopped (loss not finite, solver gave up)."""
     torch.manual_seed(int(cfg.seed))
     model = build_ecg_model(name, solver_spec(cfg), int(settings.channels), adjoint=bool(settings.adjoint)).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=float(settings.lr), momentum=float(settings.momentum))
+    first = 1
+    if resume:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        first = int(resume["epoch"]) + 1
     counter, batch_size, epochs = NFECounter(model), int(settings.batch_size), int(settings.epochs)
-    matrix = None
-    for epoch in range(1, epochs + 1):
+    for epoch in range(first, epochs + 1):
         reset_peak_memory(device)
         batches = signal_batches(*train, batch_size, epoch_generator(int(cfg.seed), epoch))
         try:
@@ -118,14 +122,14 @@ def train_model(name: str, cfg: DictConfig, settings: DictConfig, train: tuple, 
             return None, f"epoch {epoch}: {error}"
         test_loss, predicted = test_predictions(model, *test, int(settings.eval_batch_size))
         accuracy = int((predicted == test[1]).sum()) / len(test[1])  # exact, not a float32 mean
-        matrix = confusion_matrix(test[1], predicted)
         on_epoch({"model": name, "epoch": epoch, "train_loss": stats.loss, "train_accuracy": stats.accuracy,
                   "test_loss": test_loss, "test_accuracy": accuracy, "nfe_forward": stats.nfe_forward,
                   "nfe_backward": stats.nfe_backward, "epoch_time_s": round(stats.time_s, 2),
-                  "peak_memory_mb": round(peak_memory_mb(device), 1), "params": count_parameters(model)})
+                  "peak_memory_mb": round(peak_memory_mb(device), 1), "params": count_parameters(model)},
+                 model, optimizer)
         log.info("ecg %s epoch %d: train loss %.4f, test loss %.4f, test accuracy %.2f %%", name, epoch,
                  stats.loss, test_loss, 100 * accuracy)
-    return matrix, None
+    return confusion_matrix(test[1], test_predictions(model, *test, int(settings.eval_batch_size))[1]), None
 
 
 def confusion_table(matrices: dict[str, torch.Tensor]) -> pd.DataFrame:
@@ -158,10 +162,12 @@ def markdown_report(metrics: pd.DataFrame, matrices: dict[str, torch.Tensor], fa
     return "\n".join(lines) + "\n"
 
 
-def measure(cfg: DictConfig, run_dir: Path, device: torch.device, summary: dict[str, Any]) -> None:
-    """Train each model; write ecg_metrics.csv (after every epoch), ecg_confusion.csv, ecg.md and figures."""
-    from noderun.report.seed_figures import ecg_figures  # matplotlib only once needed
+def run(cfg: DictConfig, rec: RunRecorder) -> None:
+    """Train each model, recording metrics.csv and a checkpoint after every epoch (a resumed run goes on
+    from the last one); write ecg_confusion.csv, ecg.md and the figures."""
+    from noderun.plotting.seeds import ecg_figures  # matplotlib only once needed
 
+    device = rec.device
     settings = task_settings(cfg)
     names = list(settings.models)
     unknown = [n for n in names if n not in ECG_MODELS]
@@ -169,33 +175,40 @@ def measure(cfg: DictConfig, run_dir: Path, device: torch.device, summary: dict[
         raise UserError(f"ecg.models={names} is invalid; choose from: {', '.join(ECG_MODELS)}")
     train, test = load_splits(cfg, settings)
     train, test = tuple(t.to(device) for t in train), tuple(t.to(device) for t in test)
-    summary.update(train_size=len(train[1]), test_size=len(test[1]), train_path=str(cfg.dataset.path),
-                   test_path=str(cfg.dataset.test_path) if cfg.dataset.get("test_path") else None)
-    rows, matrices, failures = [], {}, {}
+    rec.update(train_size=len(train[1]), test_size=len(test[1]), train_path=str(cfg.dataset.path),
+               test_path=str(cfg.dataset.test_path) if cfg.dataset.get("test_path") else None)
+    state = rec.restored() or {}
+    # Models already trained to the end: their confusion matrix (None when they failed) and failure.
+    finished: dict[str, dict[str, Any]] = dict(state.get("finished", {}))
 
-    def on_epoch(row: dict[str, Any]) -> None:
-        rows.append(row)  # written at once: a later failure or interrupt keeps the epochs done
-        write_text_atomically(run_dir / METRICS_FILE, pd.DataFrame(rows).to_csv(index=False))
+    def on_epoch(row: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        current = {"name": row["model"], "epoch": row["epoch"], "model": model.state_dict(),
+                   "optimizer": optimizer.state_dict()}
+        rec.record_epoch(row, {"finished": finished, "current": current})
 
     for name in names:
-        matrix, reason = train_model(name, cfg, settings, train, test, device, on_epoch)
+        if name in finished:
+            continue
+        current = state.get("current")
+        resume = current if current and current.get("name") == name else None
+        matrix, reason = train_model(name, cfg, settings, train, test, device, on_epoch, resume)
+        finished[name] = {"matrix": matrix, "reason": reason}
+        rec.checkpoint({"finished": finished})
         if reason:
-            failures[name] = reason
             log.warning("ecg %s stopped: %s", name, reason)
-        else:
-            matrices[name] = matrix
-    metrics = pd.DataFrame(rows)
-    if rows:
-        summary["files"].append(METRICS_FILE)
+    matrices = {n: f["matrix"] for n, f in finished.items() if f["matrix"] is not None}
+    failures = {n: f["reason"] for n, f in finished.items() if f["reason"]}
+    metrics = pd.DataFrame(rec.rows)
+    if rec.rows:
+        rec.add_files("metrics.csv")
     if matrices:
-        write_table(run_dir, CONFUSION_FILE, confusion_table(matrices), summary)
-    write_text_atomically(run_dir / "ecg.md", markdown_report(metrics, matrices, failures,
-                                                             (len(train[1]), len(test[1])), settings.seed_document))
-    summary["files"].append("ecg.md")
-    summary["files"] += [p.name for p in ecg_figures(metrics, matrices, settings.seed_document, run_dir)]
+        rec.write_file(CONFUSION_FILE, confusion_table(matrices))
+    rec.write_file("ecg.md", markdown_report(metrics, matrices, failures, (len(train[1]), len(test[1])),
+                                             settings.seed_document))
+    rec.add_files(*(p.name for p in ecg_figures(metrics, matrices, settings.seed_document, rec.run_dir)))
     for name in matrices:
         last = metrics[metrics["model"] == name].iloc[-1]
-        summary[f"{name}_test_accuracy"] = float(last["test_accuracy"])
-    summary["failed_models"] = failures
+        rec.summary[f"{name}_test_accuracy"] = float(last["test_accuracy"])
+    rec.summary["failed_models"] = failures
     if len(failures) == len(names):
         raise TrainingFailure("; ".join(f"{n}: {r}" for n, r in failures.items()))

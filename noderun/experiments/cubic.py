@@ -24,12 +24,12 @@ from torch import nn
 
 from noderun.data.cubic import RegressionData, make_cubic_data
 from noderun.errors import UserError
+from noderun.lifecycle import RunRecorder
 from noderun.measure import NFECounter
 from noderun.models.regression import REGRESSION_MODELS, build_regression_model
-from noderun.records import write_text_atomically
-from noderun.run import solver_spec
+from noderun.config import solver_spec
 from noderun.solvers import SolverSpec
-from noderun.tasks.common import task_settings, write_table
+from noderun.experiments.common import task_settings
 
 log = logging.getLogger("noderun")
 
@@ -130,19 +130,23 @@ def plan(cfg: DictConfig, settings: DictConfig) -> list[dict[str, Any]]:
     return fits
 
 
-def run_fits(cfg: DictConfig, settings: DictConfig, device: torch.device) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def run_fits(cfg: DictConfig, settings: DictConfig, rec: RunRecorder) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Make every fit of the plan; return (one row per fit, predictions, training losses), joined by fit.
 
     A sweep's fit at a model's own learning rate on the main data is the main fit: it is made once.
+    Each fit made is checkpointed, so a resumed run makes only the fits it had not finished.
     """
     solver, width, adjoint = solver_spec(cfg), int(settings.width), bool(settings.adjoint)
-    rows, curves, losses, made = [], [], [], {}
+    rows, curves, losses = [], [], []
+    saved = (rec.restored() or {}).get("made", [])
+    made = {(m, lr, seed): (row, predictions, loss) for m, lr, seed, row, predictions, loss in saved}
     for number, item in enumerate(plan(cfg, settings)):
         key = (item["model"], item["lr"], item["data_seed"])
         if key not in made:
             iterations = int(settings[item["model"]].iterations)
             made[key] = fit(item["model"], item["data"], item["lr"], iterations, width, solver, adjoint,
-                            int(cfg.seed), device)
+                            int(cfg.seed), rec.device)
+            rec.checkpoint({"made": [[*k, *v] for k, v in made.items()]})
             row = made[key][0]
             log.info("cubic %s %s lr %g data %d: test MSE %.4g, %.1f s%s", item["study"], item["model"], item["lr"],
                      item["data_seed"], row["test_mse"], row["time_s"], f" ({row['reason']})" if row["reason"] else "")
@@ -178,20 +182,18 @@ def markdown_table(fits: pd.DataFrame, seed_document: DictConfig) -> str:
     return "\n".join(lines) + "\n"
 
 
-def measure(cfg: DictConfig, run_dir: Path, device: torch.device, summary: dict[str, Any]) -> None:
+def run(cfg: DictConfig, rec: RunRecorder) -> None:
     """Write cubic.csv (one row per fit), cubic_curves.csv, cubic_loss.csv, cubic.md and the figures."""
-    from noderun.report.seed_figures import cubic_figures  # matplotlib only once needed
+    from noderun.plotting.seeds import cubic_figures  # matplotlib only once needed
 
     settings = task_settings(cfg)
-    fits, curves, losses = run_fits(cfg, settings, device)
-    write_table(run_dir, CSV_FILE, fits, summary)
-    write_table(run_dir, "cubic_curves.csv", curves, summary)
-    write_table(run_dir, "cubic_loss.csv", losses, summary)
-    write_text_atomically(run_dir / "cubic.md", markdown_table(fits, settings.seed_document))
-    summary["files"].append("cubic.md")
+    fits, curves, losses = run_fits(cfg, settings, rec)
+    rec.write_file(CSV_FILE, fits)
+    rec.write_file("cubic_curves.csv", curves)
+    rec.write_file("cubic_loss.csv", losses)
+    rec.write_file("cubic.md", markdown_table(fits, settings.seed_document))
     main = dataset_for(cfg, int(cfg.seed))
-    figures = cubic_figures(fits, curves, losses, main, run_dir)
-    summary["files"] += [p.name for p in figures]
+    rec.add_files(*(p.name for p in cubic_figures(fits, curves, losses, main, rec.run_dir)))
     for _, r in fits[fits["study"] == "main"].iterrows():
-        summary[f"{r['model']}_test_mse"] = r["test_mse"]
-    summary["seed_document"] = {k: float(v) for k, v in settings.seed_document.items()}
+        rec.summary[f"{r['model']}_test_mse"] = r["test_mse"]
+    rec.summary["seed_document"] = {k: float(v) for k, v in settings.seed_document.items()}

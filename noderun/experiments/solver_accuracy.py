@@ -15,9 +15,9 @@ from omegaconf import DictConfig
 from torch import nn
 
 from noderun.errors import UserError
-from noderun.records import write_text_atomically
+from noderun.lifecycle import RunRecorder
 from noderun.solvers import METHODS, SolverSpec, integrate, validate_solver
-from noderun.tasks.common import task_settings, write_table
+from noderun.experiments.common import task_settings
 
 log = logging.getLogger("noderun")
 
@@ -90,9 +90,10 @@ def markdown_table(table: pd.DataFrame, t_end: float) -> str:
     return "\n".join(lines) + "\n"
 
 
-def measure(cfg: DictConfig, run_dir: Path, device: torch.device, summary: dict[str, Any]) -> None:
+def run(cfg: DictConfig, rec: RunRecorder) -> None:
     """Write solver_accuracy.csv and .md (errors and NFE per solver) and the figure."""
-    from noderun.report.task_figures import solver_accuracy_figure  # matplotlib only once needed
+    run_dir, device, summary = rec.run_dir, rec.device, rec.summary
+    from noderun.plotting.tasks import solver_accuracy_figure  # matplotlib only once needed
 
     settings = task_settings(cfg)
     t_end = float(settings.t_end)
@@ -109,12 +110,11 @@ def measure(cfg: DictConfig, run_dir: Path, device: torch.device, summary: dict[
         log.info("solver_accuracy %s %s: NFE %d, max error %.3g", spec.method,
                  spec.step_size if spec.fixed_grid else spec.rtol, rows[-1]["nfe"], rows[-1]["max_abs_error"])
     table = pd.DataFrame(rows)
-    write_table(run_dir, CSV_FILE, table, summary)
-    write_text_atomically(run_dir / "solver_accuracy.md", markdown_table(table, t_end))
-    summary["files"].append("solver_accuracy.md")
+    rec.write_file(CSV_FILE, table)
+    rec.write_file("solver_accuracy.md", markdown_table(table, t_end))
     shown = [SolverSpec(method=str(m), step_size=float(settings.figure_step_size)) for m in settings.figure_methods]
     curves = {f"{s.method}, h = {s.step_size:g}": solve(validate_solver(s), times)[0] for s in shown}
     fine = torch.linspace(0, t_end, 1001, dtype=torch.float64)
     figure = solver_accuracy_figure((fine, exact_solution(fine)), times, curves, table, run_dir)
-    summary["files"] += [p.name for p in figure]
+    rec.add_files(*(p.name for p in figure))
     summary.update(t_end=t_end, methods=list(settings.methods))

@@ -16,70 +16,18 @@ from torch import nn
 from noderun.data.batches import evaluation_batches
 from noderun.data.image_data import ImageData
 from noderun.errors import UserError
+from noderun.lifecycle import RunRecorder
 from noderun.measure import NFECounter, relative_error
 from noderun.models import build_model
 from noderun.models.ode_block import ODEBlock
-from noderun.records import BEST_CHECKPOINT, LAST_CHECKPOINT
-from noderun.run import ODE_MODELS, load_data
 from noderun.solvers import SolverSpec, integrate, validate_solver
-from noderun.tasks.common import task_settings, write_table
+from noderun.experiments.common import load_data, task_settings
+from noderun.models.trained import model_at, trained_run
 from noderun.train import evaluate
 
 log = logging.getLogger("noderun")
 
 CSV_FILE = "tolerance.csv"
-
-
-def checkpoint_file(ckpt: Any) -> Path:
-    """Return the checkpoint ckpt names (a file, or a run directory's best.pt, else its last.pt), or
-    raise UserError."""
-    if ckpt in (None, ""):
-        raise UserError("the tolerance task needs a trained ODE-Net: pass ckpt=PATH (a run's best.pt or "
-                        "last.pt, or its run directory)")
-    path = Path(str(ckpt)).expanduser()
-    if path.is_dir():
-        path = next((path / name for name in (BEST_CHECKPOINT, LAST_CHECKPOINT) if (path / name).exists()), path)
-    if not path.is_file():
-        raise UserError(f"ckpt={ckpt}: no checkpoint there; pass a run's best.pt or last.pt, or its run directory")
-    return path
-
-
-def trained_run(ckpt: Any) -> tuple[DictConfig, dict[str, torch.Tensor], Path]:
-    """Return the config, the model weights and the file of the checkpoint ckpt names, or raise
-    UserError saying why it cannot be used."""
-    path = checkpoint_file(ckpt)
-    try:
-        # weights_only: tensors and plain values only, so a foreign file cannot run code when loaded.
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise UserError(f"ckpt={ckpt}: not a readable checkpoint ({type(err).__name__}); pass a noderun "
-                        f"run's best.pt or last.pt") from None
-    if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
-        raise UserError(f"ckpt={ckpt}: not a noderun checkpoint (it holds no model weights); pass a run's "
-                        f"best.pt or last.pt")
-    config_file = path.parent / ".hydra" / "config.yaml"
-    if not config_file.exists():
-        raise UserError(f"ckpt={ckpt}: no {config_file} beside it, so the model cannot be rebuilt; pass a "
-                        f"checkpoint inside the run directory noderun wrote")
-    run_cfg = OmegaConf.load(config_file)
-    model_name = OmegaConf.select(run_cfg, "model.name")
-    if model_name not in ODE_MODELS:
-        raise UserError(f"ckpt={ckpt}: a {model_name} checkpoint; the tolerance task needs a model with an ODE "
-                        f"block (model=odenet or rknet)")
-    return run_cfg, state["model"], path
-
-
-def model_at(run_cfg: DictConfig, weights: dict[str, torch.Tensor], spec: SolverSpec, device: torch.device,
-             path: Path) -> nn.Module:
-    """Return the trained ODE-Net of checkpoint `path` solving with spec, gradients by the adjoint
-    method, in eval mode."""
-    m = run_cfg.model
-    model = build_model("odenet", spec, m.get("downsampling", "conv"), t1=m.get("t1", 1.0), adjoint=True)
-    try:
-        model.load_state_dict(weights)
-    except RuntimeError as err:
-        raise UserError(f"ckpt={path}: its weights do not fit the model its config describes ({str(err).splitlines()[0]})") from None
-    return model.to(device).eval()
 
 
 def ode_block(model: nn.Module) -> ODEBlock:
@@ -148,9 +96,10 @@ def checked_settings(settings: DictConfig) -> tuple[list[float], str, int, Solve
     return sorted(map(float, tolerances), reverse=True), str(settings.method), settings.batch_size, reference
 
 
-def measure(cfg: DictConfig, run_dir: Path, device: torch.device, summary: dict[str, Any]) -> None:
+def run(cfg: DictConfig, rec: RunRecorder) -> None:
     """Write tolerance.csv (one row per tolerance, loosest first) and Figure 3(a)-(c)."""
-    from noderun.report.task_figures import figure3_abc  # matplotlib only once there is something to draw
+    run_dir, device, summary = rec.run_dir, rec.device, rec.summary
+    from noderun.plotting.tasks import figure3_abc  # matplotlib only once there is something to draw
 
     tolerances, method, batch_size, reference_spec = checked_settings(task_settings(cfg))
     run_cfg, weights, path = trained_run(cfg.ckpt)
@@ -177,8 +126,8 @@ def measure(cfg: DictConfig, run_dir: Path, device: torch.device, summary: dict[
                  row["nfe_backward"])
         rows.append(row)
     table = pd.DataFrame(rows)
-    write_table(run_dir, CSV_FILE, table, summary)
-    summary["files"] += [p.name for p in figure3_abc([("ODE-Net", "odenet", table)], run_dir)]
+    rec.write_file(CSV_FILE, table)
+    rec.add_files(*(p.name for p in figure3_abc([("ODE-Net", "odenet", table)], run_dir)))
     summary.update(ckpt=str(path.resolve()), model=run_cfg.model.name, method=method, batch_size=batch_size,
                    test_size=len(data.test), reference_method=reference_spec.method, reference_tol=reference_spec.rtol,
                    reference_vs_100x_looser=reference_check)

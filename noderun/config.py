@@ -1,0 +1,547 @@
+"""What a noderun command may ask for. `checked_overrides` reads a command line against the configs in
+noderun/conf before Hydra starts anything; `check_config` checks the values a run reads, in that
+pre-check and again in every run. Each mistake becomes one UserError line naming the bad value and
+what would be valid.
+
+The YAML files are the one place defaults live: a key's type is read from its default there, not
+restated here."""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import os
+import re
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override, ValueType
+from hydra.errors import HydraException
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from noderun.errors import UserError
+
+if TYPE_CHECKING:  # noderun.solvers imports torch: only for annotations here
+    from noderun.solvers import SolverSpec
+
+CONF_DIR = Path(__file__).resolve().parent / "conf"
+GROUPS = ("model", "solver", "dataset", "trainer", "experiment")
+DEVICES = ("auto", "cpu", "cuda", "cuda:N")
+# Launchers whose jobs run on this machine; any other (slurm) runs them elsewhere, where this
+# machine's CUDA devices and folders say nothing about the job's.
+_LOCAL_LAUNCHERS = ("basic", "joblib", "local", "submitit_local")
+# Whole numbers a run reads: (key, smallest value, whether null is allowed). Keys a config lacks are skipped.
+_WHOLE_NUMBERS = (("trainer.epochs", 1, False), ("trainer.batch_size", 1, False),
+                  ("trainer.eval_batch_size", 1, False), ("seed", 0, False), ("threads", 1, True),
+                  ("dataset.train_size", 1, True), ("dataset.val_size", 0, False), ("dataset.test_size", 1, True))
+# true/false settings; an absent one means true (configs from before the key existed).
+_FLAGS = ("deterministic", "speed.rk_stages", "model.adjoint", "dataset.augment", "trainer.progress",
+          "trainer.measure_step")
+# resume's default is false, but it also takes the path of a run directory.
+_ALSO_TEXT = ("resume",)
+_SWEEP_FUNCTIONS = (ValueType.GLOB_CHOICE_SWEEP, ValueType.RANGE_SWEEP, ValueType.INTERVAL_SWEEP)
+
+
+# --- the command line -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Command:
+    """A noderun command line as Hydra's own argument parser reads it."""
+
+    overrides: tuple[str, ...]
+    multirun: bool = False
+    shows_only: bool = False  # --help, --cfg, --info, ...: nothing runs
+    own_config: bool = False  # another config name or folder, or a rerun: noderun/conf is not what runs
+
+
+def parsed_command(args: list[str]) -> Command:
+    """Return the command line `args` (without the program name) read as Hydra reads it; raise
+    UserError, in one line, for options Hydra would refuse."""
+    from hydra._internal.utils import get_args_parser  # Hydra's parser, so both read the line alike
+
+    if "--version" in args:
+        return Command((), shows_only=True)
+    parser = get_args_parser()
+    parser.exit_on_error = False  # an ArgumentError instead of argparse's usage text and exit
+    try:
+        known, extra = parser.parse_known_args(args)
+    except argparse.ArgumentError as err:
+        raise UserError(f"{err}; see noderun --help") from None
+    if extra:
+        # argparse takes the overrides as one run of arguments: an option between them ends it.
+        hint = "options such as -m go before or after the key=value overrides, not between them" \
+            if any(not a.startswith("-") for a in extra) else "see noderun --help"
+        raise UserError(f"unrecognized arguments: {' '.join(extra)}; {hint}")
+    return Command(tuple(known.overrides), known.multirun,
+                   shows_only=bool(known.help or known.hydra_help or known.cfg or known.info or known.shell_completion),
+                   own_config=bool(known.config_path or known.config_name or known.config_dir
+                                   or known.experimental_rerun))
+
+
+def parsed_override(text: str) -> Override:
+    """Return one override parsed by Hydra's grammar, or raise UserError saying how to write it."""
+    try:
+        override = OverridesParser.create().parse_override(text)
+    except HydraException as err:
+        raise UserError(f"cannot read {text!r} ({str(err).splitlines()[0]}); write key=value, quoting a value "
+                        f"with special characters, e.g. dataset.root='~/data'") from None
+    if not override.key_or_group:
+        raise UserError(f"cannot read {text!r}: no key before '='; write key=value, e.g. seed=1")
+    return override
+
+
+def group_options(group: str) -> list[str]:
+    """Return the config names available in a config group."""
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def _is_group(override: Override) -> bool:
+    return override.key_or_group in GROUPS
+
+
+def _values(override: Override) -> list[Override] | None:
+    """Return the single-value overrides an override stands for (one per value of a sweep), or None
+    for a sweep function (range, interval, glob), whose values are left to Hydra."""
+    if override.value_type in _SWEEP_FUNCTIONS:
+        return None
+    if not override.is_sweep_override():
+        return [override]
+    return [parsed_override(f"{override.get_key_element()}={value}") for value in override.sweep_string_iterator()]
+
+
+def _shown(value: Any) -> str:
+    """Return a value as a message shows it: text quoted, true/false/null as YAML writes them."""
+    if isinstance(value, (DictConfig, ListConfig)):
+        value = OmegaConf.to_container(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def check_group_choices(overrides: Iterable[Override]) -> None:
+    """Raise UserError for a config-group choice that has no config file, listing the valid ones, and
+    for a group override written as an addition (+, ++) or with an @package, which noderun never needs."""
+    for override in overrides:
+        if not _is_group(override) or override.is_delete():
+            continue
+        if override.is_add() or override.is_force_add() or override.package is not None:
+            plain = override.input_line.lstrip("+").replace(f"@{override.package}", "")
+            raise UserError(f"{override.input_line}: {override.key_or_group} is a config group noderun already "
+                            f"has; write {plain}")
+        options = group_options(override.key_or_group)
+        for value in _values(override) or ():
+            choice = value.value()
+            # null too: Hydra 1.3 takes no null group choice (experiment=null ends in a ValueError).
+            if choice not in options:
+                raise UserError(f"unknown {override.key_or_group} {_shown(choice)}; "
+                                f"choose one of: {', '.join(options)}")
+
+
+# --- composing what each job of the command would run ----------------------------------------------
+
+@dataclass(frozen=True)
+class _Job:
+    """One run the command stands for: its config-group choices and its single-value overrides."""
+
+    groups: tuple[Override, ...]
+    values: tuple[Override, ...]
+
+    def with_value(self, value: Override) -> _Job:
+        """Return this job with `value` in place of its own for that group or key."""
+        key = value.key_or_group
+        if _is_group(value):
+            return replace(self, groups=tuple(g for g in self.groups if g.key_or_group != key) + (value,))
+        return replace(self, values=tuple(v for v in self.values if v.key_or_group != key) + (value,))
+
+
+class _Composer:
+    """Hydra's composition of noderun's primary config, each set of group choices composed once."""
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[str, ...], DictConfig] = {}
+
+    def reference(self, groups: tuple[Override, ...]) -> DictConfig:
+        """Return the config those group choices give, without any value override: the defaults
+        that say each key's type. It holds the `hydra` node (the preset's sweep and mode)."""
+        import hydra
+
+        lines = tuple(sorted(g.input_line for g in groups))
+        if lines not in self._cache:
+            try:
+                self._cache[lines] = hydra.compose("config", overrides=list(lines), return_hydra_config=True)
+            except (HydraException, OmegaConfBaseException, ValueError) as err:
+                raise UserError(f"cannot compose the config with {' '.join(lines) or 'no overrides'}: "
+                                f"{str(err).splitlines()[0]}") from None
+        return self._cache[lines]
+
+
+def _expanded(overrides: list[Override], multirun: bool) -> list[list[Override]]:
+    """Return the values of each (non-hydra) override that can be enumerated; raise UserError for a
+    removal (~key), and for a sweep without -m, which Hydra refuses in several lines."""
+    expanded = []
+    for override in overrides:
+        if override.is_delete():
+            key = override.key_or_group
+            raise UserError(f"{override.input_line} removes a setting noderun needs; set it instead: {key}=VALUE")
+        values = _values(override)
+        if (values is None or len(values) > 1) and not multirun:
+            raise UserError(f"{override.input_line} gives several values; add -m to run one job per value, "
+                            f"or quote it for one text value: {override.key_or_group}='{override.get_value_string()}'")
+        if values is not None:
+            expanded.append(values)
+    return expanded
+
+
+def _hydra_choice(overrides: list[Override], key: str) -> Any:
+    """Return the value a hydra override on the command line sets for `key`, or None."""
+    return next((o.value() for o in overrides if o.key_or_group == key), None)
+
+
+def _preset_sweeps(reference: DictConfig, command_keys: set[str]) -> list[list[Override]]:
+    """Return the values of each key an experiment preset sweeps (hydra.sweeper.params) and the
+    command line does not set itself (its own value wins in Hydra's sweep)."""
+    params = OmegaConf.select(reference, "hydra.sweeper.params") or {}
+    sweeps = [_values(parsed_override(f"{key}={values}")) for key, values in params.items() if key not in command_keys]
+    return [values for values in sweeps if values]
+
+
+def _jobs(overrides: list[Override], multirun: bool, composer: _Composer) -> list[_Job]:
+    """Return the jobs to check: the command's first values, each further swept value in turn, and
+    each value a preset's own sweep gives."""
+    mode = _hydra_choice(overrides, "hydra.mode")
+    own = [o for o in overrides if not o.is_hydra_override()]
+    if not multirun and mode is None:
+        # A preset may make the command a sweep (hydra.mode: MULTIRUN): only its base config says.
+        groups = tuple(o for o in own if _is_group(o) and not o.is_sweep_override())
+        mode = OmegaConf.select(composer.reference(groups), "hydra.mode")
+    expanded = _expanded(own, multirun or str(mode).endswith("MULTIRUN"))
+    base = _Job(tuple(values[0] for values in expanded if _is_group(values[0])),
+                tuple(values[0] for values in expanded if not _is_group(values[0])))
+    reference = composer.reference(base.groups)
+    preset = _preset_sweeps(reference, {o.key_or_group for o in own})
+    # A group choice the base config already has (a preset sweeping model=...,odenet) adds nothing.
+    chosen = OmegaConf.select(reference, "hydra.runtime.choices") or {}
+    others = [v for values in expanded for v in values[1:]] + [v for values in preset for v in values]
+    return [base, *(base.with_value(v) for v in others
+                    if not (_is_group(v) and chosen.get(v.key_or_group) == v.value()))]
+
+
+# --- keys and types ----------------------------------------------------------------------------------
+
+def _plain(config: DictConfig) -> dict:
+    """Return a config as plain containers, unresolved, without its hydra node."""
+    plain = OmegaConf.to_container(config, resolve=False)
+    plain.pop("hydra", None)
+    return plain
+
+
+def _unknown_key_message(plain: dict, key: str) -> str | None:
+    """Return the unknown-key line for `key` if the config does not define it, else None."""
+    node: Any = plain
+    path: list[str] = []
+    for part in key.split("."):
+        if not isinstance(node, dict):
+            return f"unknown key {key}; {'.'.join(path)} is a single value, not a group of keys"
+        if part not in node:
+            where = ".".join(path) or "the config"
+            return f"unknown key {key}; {where} has: {', '.join(map(str, node))}"
+        node, path = node[part], path + [part]
+    return None
+
+
+def _kind(default: Any) -> tuple[Callable[[Any], bool], str] | None:
+    """Return (test, how to say it) for values of a default's type; None when anything goes (null, ???)."""
+    if isinstance(default, bool):
+        return (lambda v: isinstance(v, bool)), "true or false"
+    if isinstance(default, int):
+        return _is_whole, "a whole number"
+    if isinstance(default, float):
+        return _is_number, "a number"
+    if isinstance(default, str):
+        return (lambda v: isinstance(v, str)), "text"
+    if isinstance(default, (list, ListConfig)):
+        return (lambda v: isinstance(v, (list, ListConfig))), "a list, e.g. [a, b]"
+    if isinstance(default, (dict, DictConfig)):
+        return (lambda v: isinstance(v, (dict, DictConfig))), "a mapping, e.g. {key: value}"
+    return None
+
+
+def _default(reference: DictConfig, key: str) -> Any:
+    """Return the reference's resolved value at `key`; None (anything goes) where it is ??? or
+    cannot be resolved without the user's values."""
+    try:
+        return OmegaConf.select(reference, key, throw_on_missing=True)
+    except OmegaConfBaseException:
+        return None
+
+
+def _check_type(key: str, value: Any, default: Any) -> None:
+    """Raise UserError unless `value` has the type of `default` (an int where a float is; a bool is
+    not a number here)."""
+    if key in _ALSO_TEXT and isinstance(value, str):
+        return
+    kind = _kind(default)
+    if kind is None or kind[0](value):
+        return
+    valid = kind[1]
+    if valid == "text":
+        valid = f"text (quote it: {key}='{value}')"
+    elif key in _ALSO_TEXT:
+        valid = "true, false or the path of a run directory"
+    raise UserError(f"{key}={_shown(value)} is invalid; use {valid}")
+
+
+def _job_config(job: _Job, composer: _Composer) -> DictConfig:
+    """Return the job's composed config after checking that each key it sets exists and takes the
+    value's type; the values are applied as Hydra applies them (OmegaConf.update, merging)."""
+    reference = composer.reference(job.groups)
+    plain = _plain(reference)
+    # The run's own keys only: copying the hydra node too would take ten times as long.
+    config = OmegaConf.masked_copy(reference, [k for k in reference if k != "hydra"])
+    for override in job.values:
+        key = override.key_or_group
+        message = _unknown_key_message(plain, key)
+        if message:
+            raise UserError(message)
+        if override.is_add():
+            raise UserError(f"{override.input_line} adds a key that already exists; write {override.input_line[1:]}")
+        value = override.value()
+        if not (isinstance(value, str) and "${" in value):  # an interpolation is checked once resolved, below
+            _check_type(key, value, _default(reference, key))
+        try:
+            OmegaConf.update(config, key, value, merge=True)
+        except OmegaConfBaseException as err:
+            raise UserError(f"{override.input_line} cannot be set ({str(err).splitlines()[0]})") from None
+    for override in job.values:
+        key = override.key_or_group
+        try:
+            value = OmegaConf.select(config, key, throw_on_missing=True)
+        except OmegaConfBaseException as err:
+            raise UserError(f"{override.input_line} cannot be resolved ({str(err).splitlines()[0]})") from None
+        _check_type(key, value, _default(reference, key))
+    return config
+
+
+def _check_sweep_function_keys(overrides: list[Override], reference: DictConfig) -> None:
+    """Raise UserError for a key swept by a function (range, interval) that the config does not define."""
+    plain = _plain(reference)
+    for override in overrides:
+        if override.value_type in _SWEEP_FUNCTIONS and not _is_group(override) and not override.is_hydra_override():
+            message = _unknown_key_message(plain, override.key_or_group)
+            if message:
+                raise UserError(message)
+
+
+@contextmanager
+def _naming_the_job(job: _Job, base: _Job) -> Iterator[None]:
+    """Add to a UserError the group choices of the sweep's job it comes from, where they are not the
+    base's (a preset sweeping model=mlp,...: which model had no such key)."""
+    own = [g.input_line for g in job.groups if g not in base.groups]
+    try:
+        yield
+    except UserError as err:
+        if not own:
+            raise
+        raise UserError(f"{err} (in the sweep's job with {' '.join(own)})") from None
+
+
+def _check_sweep_base(overrides: list[Override], composer: _Composer) -> None:
+    """Raise UserError when a key the command sets is missing from the sweep's base config: Hydra
+    composes that without the swept choices (`-m model=rnn,latent_ode dataset.n_spirals=40` sets
+    n_spirals on the default dataset, which has none) and refuses it in five lines."""
+    own = [o for o in overrides if not o.is_hydra_override() and not o.is_sweep_override()]
+    base = _Job(tuple(o for o in own if _is_group(o)), tuple(o for o in own if not _is_group(o)))
+    try:
+        _job_config(base, composer)
+    except UserError as err:
+        raise UserError(f"{err} (in the sweep's base config, which Hydra composes before the swept choices: "
+                        f"choose the group these keys belong to on the command line too, e.g. dataset=spirals)") from None
+
+
+def _runs_here(overrides: list[Override]) -> bool:
+    """Return whether the command's jobs run on this machine (not through a cluster launcher)."""
+    launcher = _hydra_choice(overrides, "hydra/launcher")
+    return launcher is None or launcher in _LOCAL_LAUNCHERS
+
+
+def checked_overrides(args: list[str]) -> None:
+    """Raise UserError, in one line, for the first thing in the command line `args` (without the
+    program name) that noderun cannot run: an unknown key (also when added with + or ++), an unknown
+    config-group choice, a value whose type is not its default's, or a value check_config refuses.
+
+    Each job of a sweep is checked on its own: the command's first values, then each further value
+    of a swept key (`seed=0,1,2`) in turn, and each value a preset's own sweep gives. Hydra's own
+    settings (hydra.*, hydra/...) and sweep functions (range, glob, interval) are left to Hydra. For
+    --help, --cfg, --info and the like only the group choices are checked; with another config
+    (--config-name, --config-dir, ...) nothing is."""
+    import hydra
+
+    command = parsed_command(args)
+    if command.own_config:
+        return
+    overrides = [parsed_override(text) for text in command.overrides]
+    check_group_choices(overrides)
+    if command.shows_only:
+        return
+    composer = _Composer()
+    # Leaving the block clears Hydra's global state again, for @hydra.main.
+    with hydra.initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        jobs = _jobs(overrides, command.multirun, composer)
+        if command.multirun:
+            _check_sweep_base(overrides, composer)
+        _check_sweep_function_keys(overrides, composer.reference(jobs[0].groups))
+        configs = []
+        for job in jobs:
+            with _naming_the_job(job, jobs[0]):
+                configs.append(_job_config(job, composer))
+    here = _runs_here(overrides)
+    # Every job's checks that need no torch first: a mistake is said in a fraction of a second.
+    for job, config in zip(jobs, configs):
+        with _naming_the_job(job, jobs[0]), _config_errors_in_one_line():
+            _check_without_torch(config, here)
+    for job, config in zip(jobs, configs):
+        with _naming_the_job(job, jobs[0]):
+            check_config(config, here=here)
+
+
+# --- values a run needs ------------------------------------------------------------------------------
+
+def _is_whole(value: Any, least: int | None = None) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and (least is None or value >= least)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _require(ok: bool, key: str, value: Any, valid: str) -> None:
+    if not ok:
+        raise UserError(f"{key}={_shown(value)} is invalid; use {valid}")
+
+
+_ABSENT = object()
+
+
+def _check_numbers(cfg: DictConfig) -> None:
+    for key, least, nullable in _WHOLE_NUMBERS:
+        value = OmegaConf.select(cfg, key, default=_ABSENT)
+        if value is _ABSENT or (nullable and value is None):
+            continue
+        _require(_is_whole(value, least), key, value, f"a whole number >= {least}" + (" or null" if nullable else ""))
+    lr = cfg.trainer.lr
+    _require(_is_number(lr) and lr > 0, "trainer.lr", lr, "a number > 0")
+
+
+def _check_flags(cfg: DictConfig) -> None:
+    for key in _FLAGS:
+        value = OmegaConf.select(cfg, key, default=True)
+        _require(isinstance(value, bool), key, value, "true or false")
+
+
+def _check_device(device: str, here: bool) -> None:
+    """Raise UserError when CUDA (device=cuda or cuda:N, already a valid name) is asked for on a
+    machine that has not got it."""
+    if device in ("auto", "cpu") or not here:
+        return
+    import torch  # only when CUDA is asked for
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    index = int(device.partition(":")[2] or 0)
+    if count == 0:
+        raise UserError(f"device={device} was asked for but no CUDA device is available; use device=cpu or auto")
+    if index >= count:
+        raise UserError(f"device={device} was asked for but this machine has {count} CUDA device(s), "
+                        f"cuda:0 to cuda:{count - 1}; choose one of those, or device=cuda")
+
+
+def solver_spec(cfg: DictConfig) -> SolverSpec:
+    """Return the validated solver of a run's config (UserError naming a bad value)."""
+    from noderun.solvers import SolverSpec, validate_solver  # imports torch
+
+    s = cfg.solver
+    step_size, max_num_steps = s.get("step_size"), s.get("max_num_steps")
+    # validate_solver compares these with numbers; text there would end in a TypeError.
+    _require(step_size is None or _is_number(step_size), "solver.step_size", step_size, "a number > 0 or null")
+    _require(max_num_steps is None or _is_whole(max_num_steps), "solver.max_num_steps", max_num_steps,
+             "a whole number >= 1 or null")
+    return validate_solver(SolverSpec(method=s.method, rtol=s.rtol, atol=s.atol, step_size=step_size,
+                                      adjoint_norm=s.get("adjoint_norm", "default"),
+                                      scipy_method=s.get("scipy_method"), max_num_steps=max_num_steps))
+
+
+def _check_model_and_solver(cfg: DictConfig) -> None:
+    from noderun.models import model_entry  # imports torch and every model
+
+    spec = solver_spec(cfg)
+    entry = model_entry(str(cfg.model.name))
+    # Models without `adjoint` (rknet) always backpropagate through the solver's operations.
+    if spec.method == "scipy_solver" and entry.is_ode and not cfg.model.get("adjoint", False):
+        raise UserError(f"solver=scipy_solver gives no gradients to backpropagate through (model={cfg.model.name}); "
+                        f"use it with model.adjoint=true (model=odenet or latent_ode), or choose a torchdiffeq solver")
+
+
+def unusable_folder_reason(path: Path) -> str | None:
+    """Return why `path` is neither a folder nor creatable as one, in the OS's words (os.strerror),
+    or None. Creates nothing; an existing folder counts as usable even if read-only (a shared cache)."""
+    try:
+        if path.is_dir():
+            return None
+        if path.exists():
+            return os.strerror(errno.EEXIST)
+        existing = next(p for p in path.absolute().parents if p.exists())
+        if not existing.is_dir():
+            return os.strerror(errno.ENOTDIR)
+        if os.statvfs(existing).f_flag & os.ST_RDONLY:
+            return os.strerror(errno.EROFS)
+        if not os.access(existing, os.W_OK | os.X_OK):
+            return os.strerror(errno.EACCES)
+    except OSError as err:
+        return err.strerror or str(err)
+    return None
+
+
+def _check_dataset_root(cfg: DictConfig) -> None:
+    if "root" not in cfg.dataset:
+        return
+    root = cfg.dataset.root
+    reason = unusable_folder_reason(Path(str(root)).expanduser())
+    if reason:
+        raise UserError(f"dataset.root={_shown(str(root))} is not a usable folder ({reason}); point it at a folder "
+                        f"noderun can create and write")
+
+
+def _check_without_torch(cfg: DictConfig, here: bool) -> None:
+    """The checks of check_config that need neither torch nor the models (fast to fail)."""
+    _check_numbers(cfg)
+    _check_flags(cfg)
+    if cfg.device not in ("auto", "cpu", "cuda") and not re.fullmatch(r"cuda:\d+", str(cfg.device)):
+        raise UserError(f"device={_shown(cfg.device)} is invalid; choose one of: {', '.join(DEVICES)}")
+    if here:
+        _check_dataset_root(cfg)
+
+
+@contextmanager
+def _config_errors_in_one_line() -> Iterator[None]:
+    """Turn OmegaConf's errors (an interpolation that cannot be resolved) into a one-line UserError."""
+    try:
+        yield
+    except OmegaConfBaseException as err:
+        raise UserError(f"the config cannot be read: {str(err).splitlines()[0]}") from None
+
+
+def check_config(cfg: DictConfig, here: bool = True) -> None:
+    """Raise UserError, in one line, for the first value in a composed config that no run can use,
+    naming what would be valid: the trainer's numbers, seed, threads, dataset sizes, true/false
+    settings, device, solver (and scipy_solver only with the adjoint), model name and dataset.root.
+    `here`: whether the run happens on this machine; a cluster job's CUDA devices and folders are
+    checked by the job itself. Which datasets a task takes is not checked here."""
+    with _config_errors_in_one_line():
+        _check_without_torch(cfg, here)
+        _check_device(cfg.device, here)
+        _check_model_and_solver(cfg)

@@ -1,0 +1,492 @@
+"""One run lifecycle for every experiment: where it writes, what it resumes, how it ends.
+
+`run_experiment` takes a composed config and the experiment registry and returns the process's exit
+code. Whatever the experiment, the run directory then holds one summary.json schema (status, reason,
+key config, versions, timings, and the experiment's own numbers), metrics.csv where there are epochs,
+and checkpoints written whole or not at all. A signal ends the run as `interrupted` (exit 130), a
+failure as `failed` (exit 1), a mistake as one line (exit 2); none of them damages a record already
+written, because every write happens with signals deferred and lands by an atomic rename.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import signal
+import socket
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
+
+import pandas as pd
+import torch
+import torchdiffeq
+from omegaconf import DictConfig, OmegaConf
+
+from noderun.config import check_config
+from noderun.errors import UserError
+from noderun.records import (BEST_CHECKPOINT, LAST_CHECKPOINT, LOCK_FILE, SUMMARY_FILE, BrokenRecord,
+                             find_previous_run, load_checkpoint, read_summary, run_key, save_checkpoint,
+                             write_metrics, write_run_link, write_summary, write_text_atomically)
+from noderun.rk_stages import use_noderun_stages
+from noderun.train import TrainingFailure
+
+log = logging.getLogger("noderun")
+
+EXIT_OK, EXIT_FAILED, EXIT_USER_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
+# Config keys that say where things are kept or how they are shown, not what is computed: left out of
+# the run key, so they may differ between a run and its resumption.
+NOT_IN_KEY = ("resume", "paths", "device", "threads", "trainer.progress", "trainer.measure_step",
+              "dataset.root", "dataset.sources", "dataset.download_timeout_s")
+# Keys that may differ when a run is resumed by its directory: more epochs continue it.
+MAY_GROW = ("trainer.epochs",)
+
+
+@dataclass(frozen=True)
+class ExperimentEntry:
+    """One experiment of the registry: `run(cfg, recorder)` does its work; `datasets` are those it
+    takes (empty: any); `trains` says whether it checkpoints and so resumes from its last epoch (one
+    that does not is redone by resume=true unless it completed)."""
+
+    run: Callable[[DictConfig, "RunRecorder"], None]
+    datasets: tuple[str, ...] = ()
+    trains: bool = False
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM or SIGINT, raised in the main thread between writes."""
+
+
+_deferring = 0
+_pending: int | None = None
+
+
+def _on_signal(signum: int, frame: Any) -> None:
+    """Raise Interrupted now, or, inside a write (`signals_deferred`), once the write is done.
+
+    Python runs signal handlers in the main thread between bytecodes, whichever thread the process
+    got the signal on; deferring here (not with pthread_sigmask, which only masks the main thread)
+    keeps the handler from raising inside torch.save.
+    """
+    global _pending
+    if _deferring:
+        _pending = signum
+        return
+    raise Interrupted(f"received signal {signum}")
+
+
+@contextmanager
+def signals_deferred(deliver: bool = True) -> Iterator[None]:
+    """Hold SIGTERM/SIGINT back while the block runs; afterwards raise Interrupted for one that came
+    (unless `deliver` is false: the run is ending anyway)."""
+    global _deferring, _pending
+    _deferring += 1
+    try:
+        yield
+    finally:
+        _deferring -= 1
+        if not _deferring and _pending is not None:
+            signum, _pending = _pending, None
+            if deliver:
+                raise Interrupted(f"received signal {signum}")
+
+
+@contextmanager
+def signal_handlers() -> Iterator[None]:
+    """Route SIGTERM and SIGINT through `_on_signal` while the block runs, then put back what was there
+    (main thread only; in a launcher's worker thread the launcher's handling stays)."""
+    previous = {}
+    try:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous[signum] = signal.signal(signum, _on_signal)
+    except ValueError:
+        pass
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def key_config(cfg: DictConfig) -> dict[str, Any]:
+    """Return the part of the config that determines a run's results (hashed into its run key)."""
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    for dotted in NOT_IN_KEY:
+        *parents, last = dotted.split(".")
+        node = plain
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(last, None)
+    return plain
+
+
+def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(node, dict):
+        return {prefix[:-1]: node}
+    flat: dict[str, Any] = {}
+    for key, value in node.items():
+        flat.update(_flat(value, f"{prefix}{key}."))
+    return flat
+
+
+def differing_keys(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """Return the dotted keys whose values differ between two key configs."""
+    a, b = _flat(dict(old)), _flat(dict(new))
+    return sorted(k for k in a.keys() | b.keys() if a.get(k, "<absent>") != b.get(k, "<absent>"))
+
+
+def choose_device(name: str) -> torch.device:
+    """Return the torch device for device=auto|cpu|cuda[:N]."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def configure_torch(cfg: DictConfig, threads: int | None) -> None:
+    """Set torch's intra-op threads (None: torch's default), whether cuDNN may choose its fastest,
+    nondeterministic convolutions (`deterministic=false`; the same seed gave RK-Net losses 2.330114
+    and 2.330013 on an H100 without it), and install noderun's Runge-Kutta stage arithmetic or
+    torchdiffeq's own (`speed.rk_stages`)."""
+    use_noderun_stages(bool(OmegaConf.select(cfg, "speed.rk_stages", default=True)))
+    if threads:
+        torch.set_num_threads(threads)
+    deterministic = bool(cfg.get("deterministic", True))
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.benchmark = not deterministic
+
+
+def initial_summary(cfg: DictConfig, key: str, key_cfg: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return the fields every run's summary.json has; the experiment adds its own numbers."""
+    return {
+        "task": str(cfg.task), "status": "running", "reason": None,
+        "seed": cfg.seed, "dataset": OmegaConf.select(cfg, "dataset.name"),
+        "device": None, "torch_threads": torch.get_num_threads(),
+        "torch_version": torch.__version__, "torchdiffeq_version": torchdiffeq.__version__,
+        "python_version": platform.python_version(),
+        "epochs": OmegaConf.select(cfg, "trainer.epochs"), "epochs_done": 0,
+        "time_s": None, "files": [],
+        "run_key": key, "key_config": key_cfg, "overrides": overrides,
+        "started": _now(), "finished": None, "resumed": [],
+    }
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class RunLock:
+    """A lock file in a run directory: one process at a time runs it. A lock whose process is gone
+    (killed, crashed, or on another machine's reboot) is taken over."""
+
+    def __init__(self, run_dir: Path):
+        self.path = run_dir / LOCK_FILE
+        self.held = False
+
+    def acquire(self) -> None:
+        """Take the lock, or raise UserError naming the live process that holds it."""
+        mine = f"{socket.gethostname()} {os.getpid()}\n"
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = self._live_holder()
+                if holder:
+                    raise UserError(f"{self.path.parent.resolve()} is being run by process {holder} right now; wait for it "
+                                    f"to end (or stop it) before resuming it") from None
+                self.path.unlink(missing_ok=True)  # stale: its process is gone
+                continue
+            with os.fdopen(fd, "w") as handle:
+                handle.write(mine)
+            self.held = True
+            return
+        raise UserError(f"could not take the lock {self.path}; another process keeps taking it")
+
+    def _live_holder(self) -> str | None:
+        try:
+            host, pid = self.path.read_text().split()
+            pid_number = int(pid)
+        except (OSError, ValueError):
+            return None  # half-written or garbage: its writer died before finishing it
+        if host != socket.gethostname():
+            return f"{pid} on {host}"  # cannot tell from here; do not take it over
+        try:
+            os.kill(pid_number, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass
+        return pid
+
+    def release(self) -> None:
+        """Remove the lock if this process holds it."""
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False
+
+
+class RunRecorder:
+    """What an experiment writes through: the run's directory, summary, metrics rows and checkpoints.
+
+    Every write is atomic (a temporary file renamed over the old one) and happens with signals
+    deferred, and a checkpoint is written before the row it stands behind, so metrics.csv never lists
+    an epoch that cannot be resumed from.
+    """
+
+    def __init__(self, cfg: DictConfig, run_dir: Path, summary: dict[str, Any], device: torch.device,
+                 state: dict[str, Any] | None = None):
+        self.cfg = cfg
+        self.run_dir = run_dir
+        self.summary = summary
+        self.device = device
+        self.rows: list[dict[str, Any]] = list(state.get("rows", [])) if state else []
+        self._state = state
+
+    def restored(self) -> dict[str, Any] | None:
+        """Return the state the experiment saved with its last checkpoint when this run resumes, else None;
+        when resuming, also put torch's random number generators back as they were at that checkpoint (a
+        latent ODE samples from them), so the run goes on exactly as an uninterrupted one would. Call it
+        once, after building the model."""
+        if self._state and "rng_cpu" in self._state:
+            torch.set_rng_state(self._state["rng_cpu"])
+            if self._state.get("rng_cuda") is not None and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(self._state["rng_cuda"])
+        return self._state
+
+    def _full_state(self, state: dict[str, Any]) -> dict[str, Any]:
+        """Return `state` with what every checkpoint carries: the rows so far, the run's key config and
+        torch's random number generators."""
+        return {**state, "rows": self.rows, "run_key": self.summary["run_key"], "key_config": self.summary["key_config"],
+                "rng_cpu": torch.get_rng_state(),
+                "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+    def update(self, **fields: Any) -> None:
+        """Add the experiment's own numbers to summary.json and write it."""
+        self.summary.update(fields)
+        with signals_deferred():
+            write_summary(self.run_dir, self.summary)
+
+    def record_epoch(self, row: dict[str, Any], state: dict[str, Any], best: bool = False, **fields: Any) -> None:
+        """Append an epoch's metrics row and save `state` (what the experiment needs to go on from
+        here: tensors, numbers, strings and plain containers only) as last.pt, and as best.pt when
+        `best`; then rewrite metrics.csv and the summary with `fields`."""
+        self.rows.append(row)
+        full = self._full_state(state)
+        with signals_deferred():
+            if best:
+                save_checkpoint(self.run_dir / BEST_CHECKPOINT, {**full, "optimizer": None})
+            save_checkpoint(self.run_dir / LAST_CHECKPOINT, full)
+            write_metrics(self.run_dir, self.rows)
+            self.summary.update(epochs_done=row.get("epoch", len(self.rows)), **fields)
+            write_summary(self.run_dir, self.summary)
+
+    def checkpoint(self, state: dict[str, Any]) -> None:
+        """Save `state` as last.pt without a metrics row (progress inside an experiment that has no epochs)."""
+        with signals_deferred():
+            save_checkpoint(self.run_dir / LAST_CHECKPOINT, self._full_state(state))
+
+    def write_file(self, name: str, content: str | pd.DataFrame) -> Path:
+        """Write a text file or a table (CSV) into the run directory in one step and list it in the summary."""
+        path = self.run_dir / name
+        text = content.to_csv(index=False) if isinstance(content, pd.DataFrame) else content
+        with signals_deferred():
+            write_text_atomically(path, text)
+        self.add_files(name)
+        return path
+
+    def add_files(self, *names: str) -> None:
+        """List files the experiment wrote itself (figures) in the summary."""
+        self.summary["files"] += [n for n in names if n not in self.summary["files"]]
+
+
+def _resume_target(cfg: DictConfig, run_dir: Path, key: str, key_cfg: dict[str, Any]) -> tuple[Path | None, dict | None]:
+    """Return (the earlier run directory to continue in, its summary), or (None, None) to start afresh.
+
+    resume=true finds the newest run with the same run key under paths.output_root; resume=DIR takes
+    that run if its key config differs from this one only in MAY_GROW keys (refused in one line
+    naming the keys otherwise)."""
+    if cfg.resume in (False, None, "false"):
+        return None, None
+    if cfg.resume is True or cfg.resume == "true":
+        previous = find_previous_run(Path(str(cfg.paths.output_root)), key, exclude=run_dir)
+        return (previous, _previous_summary(previous)) if previous else (None, None)
+    path = Path(str(cfg.resume)).expanduser()
+    if not (path / SUMMARY_FILE).is_file():
+        raise UserError(f"resume={cfg.resume}: no run directory there (no {SUMMARY_FILE}); pass resume=true to find "
+                        f"the run with this config, or the path of a run directory")
+    summary = _previous_summary(path)
+    differ = [k for k in differing_keys(summary.get("key_config") or {}, key_cfg) if k not in MAY_GROW]
+    if differ:
+        raise UserError(f"resume={path} refused: that run was made with a different config ({', '.join(differ[:8])}"
+                        f"{', ...' if len(differ) > 8 else ''}); only {', '.join(MAY_GROW)} may change on resume")
+    if int(cfg.trainer.epochs) < int(summary.get("epochs_done") or 0):
+        raise UserError(f"resume={path} refused: trainer.epochs={cfg.trainer.epochs} is fewer than the "
+                        f"{summary['epochs_done']} epochs it already did")
+    return path, summary
+
+
+def _previous_summary(run_dir: Path) -> dict[str, Any]:
+    """Return an earlier run's summary, or raise UserError naming the file when it cannot be read."""
+    try:
+        summary = read_summary(run_dir)
+    except BrokenRecord as err:
+        raise UserError(f"cannot resume {run_dir}: {err}") from None
+    return summary
+
+
+def _restored_state(run_dir: Path, summary: dict[str, Any], key_cfg: dict[str, Any], device: torch.device) -> dict | None:
+    """Return the state in run_dir's last.pt (None when it has none), or raise UserError naming a broken
+    or foreign checkpoint; the run's own records are left as they are."""
+    path = run_dir / LAST_CHECKPOINT
+    if not path.exists():
+        return None
+    try:
+        state = load_checkpoint(path, device)
+    except BrokenRecord as err:
+        intact = run_dir / BEST_CHECKPOINT
+        hint = ""
+        if intact.exists():
+            try:
+                load_checkpoint(intact, torch.device("cpu"))
+                hint = f"; {intact.name} is intact (its weights, without the optimizer, can be evaluated)"
+            except BrokenRecord:
+                pass
+        raise UserError(f"cannot resume: {err}{hint}") from None
+    differ = [k for k in differing_keys(state.get("key_config") or {}, key_cfg) if k not in MAY_GROW]
+    if differ or not isinstance(state.get("rows"), list):
+        raise UserError(f"cannot resume: {path} belongs to another config ({', '.join(differ[:8]) or 'no rows'})")
+    return state
+
+
+def run_experiment(cfg: DictConfig, run_dir: Path, experiments: Mapping[str, ExperimentEntry],
+                   overrides: list[str], threads: int | None = None) -> int:
+    """Run the experiment cfg.task names in run_dir (or in the run it resumes); return the exit code."""
+    key_cfg = key_config(cfg)
+    key = run_key(key_cfg)
+    summary = initial_summary(cfg, key, key_cfg, overrides)
+    target = run_dir
+    lock: RunLock | None = None
+    started = False
+    extra_log: list[logging.Handler] = []
+
+    def work() -> int:
+        nonlocal target, lock, summary, started
+        entry = experiments.get(str(cfg.task))
+        if entry is None:
+            raise UserError(f"unknown task {cfg.task!r}; choose one of: {', '.join(experiments)}")
+        check_config(cfg)
+        if entry.datasets and cfg.dataset.name not in entry.datasets:
+            raise UserError(f"dataset={cfg.dataset.name} cannot be used with task={cfg.task}; it takes "
+                            f"dataset={' or dataset='.join(entry.datasets)}")
+        configure_torch(cfg, threads)
+        device = choose_device(str(cfg.device))
+        previous, previous_summary = _resume_target(cfg, run_dir, key, key_cfg)
+        if previous is not None:
+            write_run_link(run_dir, previous)  # so a sweep's report still finds the run it stands for
+            if previous_summary.get("status") == "completed" and previous_summary.get("epochs") == summary["epochs"]:
+                log.info("resume: this run already completed in %s; nothing to do", previous)
+                return EXIT_OK
+            target = previous
+        lock = RunLock(target)
+        lock.acquire()
+        state = None
+        if previous is not None and entry.trains:
+            state = _restored_state(previous, previous_summary, key_cfg, device)
+        if previous is not None:
+            summary.update(started=previous_summary.get("started"),
+                           resumed=[*previous_summary.get("resumed", []), _now()])
+            extra_log.append(_log_also_to(previous / "noderun.log"))
+            log.info("resume: continuing the run in %s%s", previous,
+                     f" from epoch {len(state['rows'])}" if state else " from the start")
+        summary["device"] = str(device)
+        recorder = RunRecorder(cfg, target, summary, device, state)
+        started = True
+        with signals_deferred():
+            write_summary(target, summary)
+        return _timed(entry, cfg, recorder)
+
+    def finish(status: str, reason: str | None, code: int, user_error: bool = False) -> int:
+        # A refusal before the run started writes nothing: an earlier run's record stays as it was.
+        record_end(target, summary if (started or target == run_dir) else {}, status, reason, user_error)
+        return code
+
+    try:
+        with signal_handlers():
+            return run_guarded(work, finish)
+    finally:
+        if lock is not None:
+            lock.release()
+        for handler in extra_log:
+            logging.getLogger().removeHandler(handler)
+            handler.close()
+
+
+def _timed(entry: ExperimentEntry, cfg: DictConfig, recorder: RunRecorder) -> int:
+    """Run the experiment, then record it completed with its wall time."""
+    start = time.perf_counter()
+    entry.run(cfg, recorder)
+    recorder.summary["time_s"] = round(time.perf_counter() - start, 2)
+    record_end(recorder.run_dir, recorder.summary, "completed", None)
+    log.info("%s completed in %.1f s; written to %s", cfg.task, recorder.summary["time_s"], recorder.run_dir)
+    return EXIT_OK
+
+
+def run_guarded(work: Callable[[], int], finish: Callable[..., int]) -> int:
+    """Return work()'s exit code; when it raises, return finish(status, reason, code, user_error=...)'s.
+
+    A UserError is the user's mistake (exit 2); a TrainingFailure, or any other error (a solver's,
+    the library's: its traceback goes to the log file), a failure (exit 1); Ctrl-C or SIGTERM an
+    interruption (exit 130).
+    """
+    try:
+        return work()
+    except UserError as err:
+        return finish("failed", str(err), EXIT_USER_ERROR, user_error=True)
+    except TrainingFailure as err:
+        return finish("failed", str(err), EXIT_FAILED)
+    except KeyboardInterrupt as err:
+        return finish("interrupted", str(err) or "interrupted by the user", EXIT_INTERRUPTED)
+    except Exception as err:  # a solver's or the library's own error: record it, don't lose the run
+        log_to_file(logging.ERROR, "run failed", exc_info=True)
+        return finish("failed", f"{type(err).__name__}: {err}", EXIT_FAILED)
+
+
+def record_end(run_dir: Path, summary: dict[str, Any], status: str, reason: str | None,
+               user_error: bool = False) -> None:
+    """Say in one line on stderr why a run ended short of completion (the log keeps the details), and
+    write its status, reason and end time into its summary.json (when it has one to write)."""
+    if reason:
+        print(f"noderun: {'error' if user_error else status}: {reason}", file=sys.stderr)
+        log_to_file(logging.INFO, f"run {status}: {reason}")
+    if not summary:
+        return
+    summary.update(status=status, reason=reason, finished=_now())
+    try:
+        with signals_deferred(deliver=False):
+            write_summary(run_dir, summary)
+    except OSError as err:
+        print(f"noderun: error: could not write {run_dir / SUMMARY_FILE}: {err}", file=sys.stderr)
+
+
+def _log_also_to(path: Path) -> logging.Handler:
+    """Append this process's log to an earlier run's log too, so that run's log tells its whole story;
+    return the handler added."""
+    handler = logging.FileHandler(path)
+    for existing in logging.getLogger().handlers:
+        if isinstance(existing, logging.FileHandler):
+            handler.setFormatter(existing.formatter)
+    logging.getLogger().addHandler(handler)
+    return handler
+
+
+def log_to_file(level: int, message: str, exc_info: bool = False) -> None:
+    """Log to the run's log file only: the terminal already got its one line."""
+    record = log.makeRecord(log.name, level, __file__, 0, message, (), sys.exc_info() if exc_info else None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)

@@ -1,0 +1,91 @@
+"""Unit tier: the command-line pre-check (noderun.config) says each mistake in one line with exit 2,
+in-process and before anything trains."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+import noderun.cli
+from noderun.config import checked_overrides
+
+
+@pytest.fixture
+def run_cli(monkeypatch, tmp_path, capsys):
+    """Return a function that runs `noderun ARGS` in-process and returns (exit code, stderr lines);
+    reaching Hydra's app (training) fails the test."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(noderun.cli, "_app", lambda: pytest.fail("the pre-check let the command through"))
+
+    def run(*args: str) -> tuple[int, list[str]]:
+        monkeypatch.setattr(sys, "argv", ["noderun", *args])
+        with pytest.raises(SystemExit) as exit_info:
+            noderun.cli.main()
+        return exit_info.value.code, [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+
+    return run
+
+
+@pytest.mark.parametrize("args, words", [
+    (["seed=1.5"], ["seed=1.5", "whole number"]),
+    (["trainer.lr=abc"], ["trainer.lr='abc'", "a number"]),
+    (["trainer.epoch=3"], ["unknown key trainer.epoch", "epochs, batch_size, lr"]),
+    (["+trainer.epoch=3"], ["unknown key trainer.epoch", "epochs, batch_size, lr"]),
+    (["++trainer.epoch=3"], ["unknown key trainer.epoch", "epochs, batch_size, lr"]),
+    (["model=foo"], ["unknown model 'foo'", "mlp, odenet, resnet, rknet"]),
+    (["solver=rk5"], ["unknown solver 'rk5'", "dopri5", "euler"]),
+    (["solver.rtol=0"], ["solver.rtol=0", "> 0"]),
+    (["trainer.epochs=0"], ["trainer.epochs=0", ">= 1"]),
+    (["device=tpu"], ["device='tpu'", "auto, cpu, cuda"]),
+    (["speed.rk_stages=maybe"], ["speed.rk_stages='maybe'", "true or false"]),
+    (["-m", "seed=0,x"], ["seed='x'", "whole number"]),
+    (["experiment=quick", "trainer.lr=abc"], ["trainer.lr='abc'", "a number"]),
+    (["seed=0,1"], ["seed=0,1", "-m"]),
+    (["+trainer.epochs=3"], ["+trainer.epochs=3", "trainer.epochs=3"]),
+    (["model=rknet", "model.adjoint=true"], ["unknown key model.adjoint", "name, downsampling, t1"]),
+    (["model=odenet", "model.adjoint=false", "solver=scipy_solver"], ["solver=scipy_solver", "model.adjoint=true"]),
+    (["solver.step_size=abc"], ["solver.step_size='abc'", "> 0 or null"]),
+    (["threads=0"], ["threads=0", ">= 1"]),
+    (["-m", "experiment=table2", "dataset.n_obs=abc"], ["dataset.n_obs='abc'", "whole number"]),
+    (["-m", "experiment=quick", "model.adjoint=true"], ["unknown key model.adjoint", "model=mlp"]),
+    (["-m", "model=mlp,rknet", "seed=0,x"], ["seed='x'", "whole number"]),
+    # Hydra composes a sweep's base without its swept choices: the default dataset has no n_spirals
+    (["-m", "model=rnn,latent_ode", "dataset.n_spirals=40"], ["unknown key dataset.n_spirals", "dataset=spirals"]),
+])
+def test_mistake_exits_2_with_one_line_naming_it(run_cli, args, words):
+    code, lines = run_cli(*args)
+    assert code == 2
+    assert len(lines) == 1 and lines[0].startswith("noderun: error: "), lines
+    for word in words:
+        assert word in lines[0]
+
+
+def test_dataset_root_that_is_a_file_is_refused(run_cli, tmp_path):
+    a_file = tmp_path / "data.txt"
+    a_file.write_text("not a folder")
+    code, lines = run_cli(f"dataset.root={a_file}")
+    assert code == 2 and len(lines) == 1
+    assert f"dataset.root='{a_file}'" in lines[0] and "File exists" in lines[0]
+
+
+def test_dataset_root_that_cannot_be_created_is_refused(run_cli, tmp_path):
+    under_a_file = tmp_path / "data.txt" / "mnist"
+    under_a_file.parent.write_text("not a folder")
+    code, lines = run_cli(f"dataset.root={under_a_file}")
+    assert code == 2 and len(lines) == 1
+    assert f"dataset.root='{under_a_file}'" in lines[0] and "Not a directory" in lines[0]
+    assert not under_a_file.parent.is_dir()
+
+
+@pytest.mark.parametrize("args", [
+    ["model=mlp", "trainer.epochs=1", "trainer.lr=1", "seed=3", "dataset.train_size=256"],
+    ["-m", "model=mlp,rknet", "seed=0,1", "solver.step_size=0.5"],
+    ["experiment=quick", "trainer.lr=0.05"],
+    ["experiment=table2_quick", "trainer.epochs=2"],
+    ["model=latent_ode", "model.adjoint=true", "solver=scipy_solver"],
+    ["-m", "seed=range(3)", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
+    ["resume=true"],
+])
+def test_good_command_passes_the_pre_check(args):
+    checked_overrides(args)

@@ -1,0 +1,308 @@
+"""The one run lifecycle (noderun.lifecycle) and the run directory's contract (noderun.records): safe
+checkpoints, resume that checks what it resumes, records that signals and broken files cannot damage,
+one process per run directory. Unit tests run tiny real experiments in-process (Table 2's RNN on 20
+spirals: no MNIST); the slow ones drive the real `noderun` command and kill it."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+import noderun
+from conftest import NODERUN, SMALL, error_lines, run_noderun
+from noderun.experiments import EXPERIMENTS
+from noderun.lifecycle import (EXIT_INTERRUPTED, EXIT_OK, EXIT_USER_ERROR, Interrupted, RunLock, run_experiment,
+                               signals_deferred)
+from noderun.models.trained import trained_run
+from noderun.records import (TIMING_COLUMNS, BrokenRecord, load_checkpoint, read_summary, save_checkpoint)
+from noderun.errors import UserError
+
+CONF = str(Path(noderun.__file__).parent / "conf")
+TINY_RNN = ["model=rnn", "dataset.n_spirals=20", "trainer.batch_size=10", "trainer.epochs=2", "threads=1"]
+
+
+class _CreatesFile:
+    """Unpickling this calls Path.touch on its path: a stand-in for a checkpoint that runs code."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.touch, (self.path,))
+
+
+def _plant(path: Path, marker: Path) -> None:
+    """Write a real torch checkpoint whose loading with weights_only=False would create `marker`."""
+    torch.save({"model": _CreatesFile(marker), "rows": []}, path)
+
+
+def _run(overrides: list[str], output_root: Path, name: str = "run") -> tuple[int, Path]:
+    """Compose the config as the CLI would and run it in-process into output_root/runs/name."""
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose("config", overrides=[*overrides, f"paths.output_root={output_root}"])
+    run_dir = output_root / "runs" / name
+    run_dir.mkdir(parents=True)
+    return run_experiment(cfg, run_dir, EXPERIMENTS, overrides=overrides, threads=1), run_dir
+
+
+def _lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def _rows(run_dir: Path) -> list[dict]:
+    with open(run_dir / "metrics.csv") as handle:
+        return [{k: v for k, v in row.items() if k not in TIMING_COLUMNS} for row in csv.DictReader(handle)]
+
+
+@pytest.fixture
+def finished_rnn(tmp_path) -> Path:
+    """A completed two-epoch run of Table 2's RNN."""
+    code, run_dir = _run(TINY_RNN, tmp_path / "out", "first")
+    assert code == EXIT_OK
+    return run_dir
+
+
+# --- hostile and broken checkpoints -------------------------------------------------------------
+
+def test_a_planted_checkpoint_is_refused_without_running_it(tmp_path):
+    marker = tmp_path / "pwned"
+    _plant(tmp_path / "last.pt", marker)
+    with pytest.raises(BrokenRecord, match="last.pt"):
+        load_checkpoint(tmp_path / "last.pt")
+    assert not marker.exists()
+    # the same file with weights_only=False would have run (this is what the check guards against)
+    torch.load(tmp_path / "last.pt", weights_only=False)
+    assert marker.exists()
+
+
+def test_resume_refuses_a_planted_checkpoint_and_leaves_the_record(finished_rnn, tmp_path, capsys):
+    marker = tmp_path / "pwned"
+    _plant(finished_rnn / "last.pt", marker)
+    before = (finished_rnn / "summary.json").read_text()
+    code, _ = _run([*TINY_RNN, "trainer.epochs=3", f"resume={finished_rnn}"], tmp_path / "out", "second")
+    assert code == EXIT_USER_ERROR and not marker.exists()
+    lines = _lines(capsys.readouterr().err)
+    assert len(lines) == 1 and "last.pt" in lines[0], lines
+    assert (finished_rnn / "summary.json").read_text() == before
+
+
+def test_the_tolerance_task_and_bench_refuse_a_planted_checkpoint(tmp_path):
+    marker = tmp_path / "pwned"
+    run_dir = tmp_path / "run"
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / ".hydra" / "config.yaml").write_text("model:\n  name: odenet\n")
+    _plant(run_dir / "best.pt", marker)
+    with pytest.raises(UserError, match="best.pt"):
+        trained_run(run_dir)  # what experiment=tolerance ckpt=... and scripts/bench.py --checkpoint call
+    assert not marker.exists()
+
+
+def test_a_truncated_checkpoint_is_refused_in_one_line_and_the_record_kept(finished_rnn, tmp_path, capsys):
+    last = finished_rnn / "last.pt"
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+    before = {name: (finished_rnn / name).read_bytes() for name in ("summary.json", "metrics.csv")}
+    code, _ = _run([*TINY_RNN, "trainer.epochs=3", f"resume={finished_rnn}"], tmp_path / "out", "second")
+    assert code == EXIT_USER_ERROR
+    lines = _lines(capsys.readouterr().err)
+    assert len(lines) == 1 and str(last) in lines[0], lines
+    assert {name: (finished_rnn / name).read_bytes() for name in before} == before
+
+
+# --- resume checks what it resumes --------------------------------------------------------------
+
+@pytest.mark.parametrize("change, key", [("seed=5", "seed"), ("trainer.lr=0.0001", "trainer.lr"),
+                                         ("model=latent_ode", "model.name")])
+def test_resume_by_directory_refuses_another_config(finished_rnn, tmp_path, capsys, change, key):
+    before = (finished_rnn / "summary.json").read_text()
+    overrides = [o for o in TINY_RNN if not o.startswith(change.split("=")[0] + "=")] + [change]
+    code, _ = _run([*overrides, f"resume={finished_rnn}"], tmp_path / "out", "second")
+    assert code == EXIT_USER_ERROR
+    lines = _lines(capsys.readouterr().err)
+    assert len(lines) == 1 and key in lines[0] and "refused" in lines[0], lines
+    assert (finished_rnn / "summary.json").read_text() == before
+
+
+def test_resume_by_directory_may_extend_the_epochs(finished_rnn, tmp_path):
+    code, _ = _run([*TINY_RNN, "trainer.epochs=3", f"resume={finished_rnn}"], tmp_path / "out", "second")
+    assert code == EXIT_OK
+    summary = read_summary(finished_rnn)
+    assert summary["status"] == "completed" and summary["epochs_done"] == 3 and len(summary["resumed"]) == 1
+    assert [r["epoch"] for r in _rows(finished_rnn)] == ["1", "2", "3"]
+
+
+def test_resume_true_of_a_completed_run_trains_nothing(finished_rnn, tmp_path):
+    before = (finished_rnn / "metrics.csv").read_text()
+    code, new_dir = _run([*TINY_RNN, "resume=true"], tmp_path / "out", "second")
+    assert code == EXIT_OK
+    assert json.loads((new_dir / "run_link.json").read_text())["run_dir"] == str(finished_rnn.resolve())
+    assert (finished_rnn / "metrics.csv").read_text() == before
+
+
+# --- signals and locks ------------------------------------------------------------------------
+
+def test_a_signal_inside_a_write_is_delivered_after_it():
+    previous = signal.signal(signal.SIGTERM, __import__("noderun.lifecycle", fromlist=["_on_signal"])._on_signal)
+    try:
+        done = []
+        with pytest.raises(Interrupted):
+            with signals_deferred():
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.05)  # the handler has run by now, inside the block: it must not raise here
+                done.append(True)
+        assert done == [True]
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_a_run_directory_is_locked_while_it_runs_and_a_stale_lock_is_taken_over(tmp_path):
+    first, second = RunLock(tmp_path), RunLock(tmp_path)
+    first.acquire()
+    with pytest.raises(UserError, match=str(os.getpid())):
+        second.acquire()
+    first.release()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (tmp_path / ".noderun.lock").write_text(f"{os.uname().nodename} {dead.pid}\n")
+    second.acquire()  # its holder is gone
+    second.release()
+    assert not (tmp_path / ".noderun.lock").exists()
+
+
+def test_save_checkpoint_leaves_no_temporary_file_when_interrupted(tmp_path):
+    class Exploding:
+        def __reduce__(self):
+            raise Interrupted("signal during the write")
+
+    save_checkpoint(tmp_path / "last.pt", {"epoch": 1})
+    with pytest.raises(Interrupted):
+        save_checkpoint(tmp_path / "last.pt", {"epoch": 2, "bad": Exploding()})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 1
+
+
+# --- the real command: kills, races ---------------------------------------------------------------
+
+def _start(args: list[str], data_root: Path, cwd: Path) -> subprocess.Popen:
+    env = {**os.environ, "NODERUN_DATA_DIR": str(data_root), "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([NODERUN, *args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def _wait_for_rows(pattern: str, cwd: Path, count: int, process: subprocess.Popen, timeout: float = 300) -> Path:
+    """Wait until a run directory matching cwd/pattern has `count` rows in metrics.csv; return it."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for metrics in cwd.glob(f"{pattern}/metrics.csv"):
+            try:
+                if len(metrics.read_text().splitlines()) - 1 >= count:
+                    return metrics.parent
+            except OSError:
+                pass
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.01)
+    raise AssertionError("the run did not reach the epoch in time")
+
+
+RESUMABLE = ["model=resnet", "dataset.train_size=384", "dataset.val_size=64", "dataset.test_size=64",
+             "trainer.batch_size=32", "trainer.epochs=3", "trainer.eval_batch_size=64", "threads=1"]
+
+
+@pytest.mark.slow
+def test_table1_run_killed_mid_epoch_resumes_to_the_same_metrics(mnist_root, tmp_path):
+    reference, killed = tmp_path / "reference", tmp_path / "killed"
+    reference.mkdir(), killed.mkdir()
+    assert run_noderun(RESUMABLE, mnist_root, reference).returncode == 0
+    expected = _rows(next((reference / "outputs" / "runs").iterdir()))
+
+    process = _start(RESUMABLE, mnist_root, killed)
+    run_dir = _wait_for_rows("outputs/runs/*", killed, 1, process)
+    time.sleep(0.3)  # into the second epoch
+    process.kill()
+    process.wait()
+    assert len(_rows(run_dir)) < 3, "the run finished before it could be killed"
+    assert read_summary(run_dir)["status"] == "running"
+
+    result = run_noderun([*RESUMABLE, "resume=true"], mnist_root, killed)
+    assert result.returncode == 0, result.stderr
+    assert _rows(run_dir) == expected
+    assert read_summary(run_dir)["status"] == "completed"
+
+
+TABLE2_SWEEP = ["-m", "model=rnn,latent_ode", "dataset=spirals", "trainer=sequence", "dataset.n_spirals=40", "trainer.batch_size=10", "trainer.epochs=4",
+                "threads=1"]
+
+
+@pytest.mark.slow
+def test_table2_sweep_killed_resumes_skipping_completed_runs(tmp_path):
+    reference, killed = tmp_path / "reference", tmp_path / "killed"
+    reference.mkdir(), killed.mkdir()
+    assert run_noderun(TABLE2_SWEEP, tmp_path, reference).returncode == 0
+    expected = {read_summary(d)["model"]: _rows(d) for d in (reference / "outputs" / "multirun").glob("*/[0-9]")}
+
+    process = _start(TABLE2_SWEEP, tmp_path, killed)
+    second = _wait_for_rows("outputs/multirun/*/1", killed, 2, process)  # the latent ODE, two epochs in
+    process.kill()
+    process.wait()
+    first = second.parent / "0"
+    assert read_summary(first)["status"] == "completed" and read_summary(second)["status"] == "running"
+    rows_at_kill = len(_rows(second))
+    assert rows_at_kill < 4, "the run finished before it could be killed"
+    first_metrics = (first / "metrics.csv").read_text()
+
+    result = run_noderun([*TABLE2_SWEEP, "resume=true"], tmp_path, killed)
+    assert result.returncode == 0, result.stderr
+    assert (first / "metrics.csv").read_text() == first_metrics  # skipped, not retrained
+    assert any("nothing to do" in p.read_text() for p in (killed / "outputs").glob("multirun/*/0/noderun.log"))
+    assert f"from epoch {rows_at_kill}" in (second / "noderun.log").read_text()
+    assert _rows(second) == expected["latent_ode"] and _rows(first) == expected["rnn"]
+    assert read_summary(second)["status"] == "completed"
+
+
+@pytest.mark.slow
+def test_sigterm_at_any_moment_leaves_an_interrupted_run_with_intact_records(tmp_path):
+    """Many SIGTERMs at random moments of a run that checkpoints every few milliseconds."""
+    args = ["model=rnn", "dataset.n_spirals=20", "trainer.batch_size=20", "trainer.epochs=400", "threads=1",
+            "model.plot_spirals=1"]
+    rng = random.Random(0)
+    for attempt in range(8):
+        cwd = tmp_path / str(attempt)
+        cwd.mkdir()
+        process = _start(args, tmp_path, cwd)
+        run_dir = _wait_for_rows("outputs/runs/*", cwd, 1, process)
+        time.sleep(rng.uniform(0, 0.3))
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=60)
+        assert process.returncode == EXIT_INTERRUPTED, err
+        assert "terminate called" not in err and len(_lines(err)) == 1, err
+        summary = read_summary(run_dir)
+        assert summary["status"] == "interrupted" and "signal" in summary["reason"]
+        state = load_checkpoint(run_dir / "last.pt")
+        assert len(state["rows"]) == len(_rows(run_dir)) == summary["epochs_done"]
+        assert not [p.name for p in run_dir.iterdir() if p.name.endswith(".tmp") or p.name == ".noderun.lock"]
+
+
+@pytest.mark.slow
+def test_a_second_process_on_the_same_run_is_refused(tmp_path):
+    args = ["model=rnn", "dataset.n_spirals=20", "trainer.batch_size=20", "trainer.epochs=400", "threads=1"]
+    process = _start(args, tmp_path, tmp_path)
+    run_dir = _wait_for_rows("outputs/runs/*", tmp_path, 1, process)
+    try:
+        second = run_noderun([*args, "resume=true"], tmp_path, tmp_path)
+        assert second.returncode == EXIT_USER_ERROR
+        lines = error_lines(second)
+        assert len(lines) == 1 and str(process.pid) in lines[0] and str(run_dir.resolve()) in lines[0], second.stderr
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=60)
+    assert read_summary(run_dir)["status"] == "interrupted"
