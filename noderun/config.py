@@ -225,7 +225,7 @@ def _jobs(overrides: list[Override], multirun: bool, composer: _Composer) -> lis
                 tuple(values[0] for values in expanded if not _is_group(values[0])))
     reference = composer.reference(base.groups)
     preset = _preset_sweeps(reference, {o.key_or_group for o in own})
-    # A group choice the base config already has (a preset sweeping model=...,odenet) adds nothing.
+    # A group choice the base config already has (a preset sweeping over the default model too) adds nothing.
     chosen = OmegaConf.select(reference, "hydra.runtime.choices") or {}
     others = [v for values in expanded for v in values[1:]] + [v for values in preset for v in values]
     return [base, *(base.with_value(v) for v in others
@@ -341,7 +341,7 @@ def _check_sweep_function_keys(overrides: list[Override], reference: DictConfig)
 @contextmanager
 def _naming_the_job(job: _Job, base: _Job) -> Iterator[None]:
     """Add to a UserError the group choices of the sweep's job it comes from, where they are not the
-    base's (a preset sweeping model=mlp,...: which model had no such key)."""
+    base's (a preset sweeping over models: which model had no such key)."""
     own = [g.input_line for g in job.groups if g not in base.groups]
     try:
         yield
@@ -353,7 +353,7 @@ def _naming_the_job(job: _Job, base: _Job) -> Iterator[None]:
 
 def _check_sweep_base(overrides: list[Override], composer: _Composer) -> None:
     """Raise UserError when a key the command sets is missing from the sweep's base config: Hydra
-    composes that without the swept choices (`-m model=rnn,latent_ode dataset.n_spirals=40` sets
+    composes that without the swept choices (`-m model=A,B dataset.n_spirals=40`, both Table-2 models, sets
     n_spirals on the default dataset, which has none) and refuses it in five lines."""
     own = [o for o in overrides if not o.is_hydra_override() and not o.is_sweep_override()]
     base = _Job(tuple(o for o in own if _is_group(o)), tuple(o for o in own if not _is_group(o)))
@@ -480,10 +480,10 @@ def _check_model_and_solver(cfg: DictConfig) -> None:
 
     spec = solver_spec(cfg)
     entry = model_entry(str(cfg.model.name))
-    # Models without `adjoint` (rknet) always backpropagate through the solver's operations.
+    # Models without an `adjoint` key (the RK-Net) always backpropagate through the solver's operations.
     if spec.method == "scipy_solver" and entry.is_ode and not cfg.model.get("adjoint", False):
         raise UserError(f"solver=scipy_solver gives no gradients to backpropagate through (model={cfg.model.name}); "
-                        f"use it with model.adjoint=true (model=odenet or latent_ode), or choose a torchdiffeq solver")
+                        f"use it with a model that takes model.adjoint=true, or choose a torchdiffeq solver")
 
 
 def unusable_folder_reason(path: Path) -> str | None:

@@ -29,6 +29,7 @@ import torchdiffeq
 from omegaconf import DictConfig, OmegaConf
 
 from noderun.config import check_config
+from noderun.data import DATASETS, datasets_of_kind
 from noderun.errors import UserError
 from noderun.records import (BEST_CHECKPOINT, LAST_CHECKPOINT, LOCK_FILE, SUMMARY_FILE, BrokenRecord,
                              find_previous_run, load_checkpoint, read_summary, run_key, save_checkpoint,
@@ -49,12 +50,12 @@ MAY_GROW = ("trainer.epochs",)
 
 @dataclass(frozen=True)
 class ExperimentEntry:
-    """One experiment of the registry: `run(cfg, recorder)` does its work; `datasets` are those it
-    takes (empty: any); `trains` says whether it checkpoints and so resumes from its last epoch (one
+    """One experiment of the registry: `run(cfg, recorder)` does its work; `kinds` are the kinds of
+    dataset it takes (noderun.data.DATASETS; empty: it uses none); `trains` says whether it checkpoints and so resumes from its last epoch (one
     that does not is redone by resume=true unless it completed)."""
 
     run: Callable[[DictConfig, "RunRecorder"], None]
-    datasets: tuple[str, ...] = ()
+    kinds: tuple[str, ...] = ()
     trains: bool = False
 
 
@@ -139,6 +140,17 @@ def differing_keys(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     """Return the dotted keys whose values differ between two key configs."""
     a, b = _flat(dict(old)), _flat(dict(new))
     return sorted(k for k in a.keys() | b.keys() if a.get(k, "<absent>") != b.get(k, "<absent>"))
+
+
+def check_dataset(cfg: DictConfig, entry: ExperimentEntry) -> None:
+    """Raise UserError unless the run's dataset is one the experiment takes, naming those it does."""
+    name = OmegaConf.select(cfg, "dataset.name")
+    if name not in DATASETS:
+        raise UserError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
+    if entry.kinds and DATASETS[name].kind not in entry.kinds:
+        takes = datasets_of_kind(*entry.kinds)
+        raise UserError(f"dataset={name} cannot be used with task={cfg.task} (model={OmegaConf.select(cfg, 'model.name')}); "
+                        f"it takes dataset={' or dataset='.join(takes)}")
 
 
 def choose_device(name: str) -> torch.device:
@@ -380,9 +392,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path, experiments: Mapping[str, Exp
         if entry is None:
             raise UserError(f"unknown task {cfg.task!r}; choose one of: {', '.join(experiments)}")
         check_config(cfg)
-        if entry.datasets and cfg.dataset.name not in entry.datasets:
-            raise UserError(f"dataset={cfg.dataset.name} cannot be used with task={cfg.task}; it takes "
-                            f"dataset={' or dataset='.join(entry.datasets)}")
+        check_dataset(cfg, entry)
         configure_torch(cfg, threads)
         device = choose_device(str(cfg.device))
         previous, previous_summary = _resume_target(cfg, run_dir, key, key_cfg)

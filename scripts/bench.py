@@ -33,21 +33,37 @@ import platform
 import statistics
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
+from hydra import compose, initialize_config_dir
 
 from noderun.data.batches import epoch_generator, training_batches
 from noderun.data.image_data import load_image_data
 from noderun.errors import UserError
 from noderun.measure import FlopCount, NFECounter, wait_for
-from noderun.models import build_model
+from noderun.config import CONF_DIR, solver_spec
+from noderun.models import MODELS, ODE_NET, build_model, models_of_table
 from noderun.rk_stages import stage_arithmetic
 from noderun.solvers import SolverSpec
 from noderun.models.trained import model_at, trained_run
 from noderun.train import evaluate, measure_step
 
-DEFAULT_SOLVERS = {"rknet": SolverSpec("rk4", step_size=0.25), "odenet": SolverSpec("dopri5", 1e-3, 1e-3)}
-DOWNSAMPLING = {"resnet": "res", "rknet": "conv", "odenet": "conv", "mlp": "conv"}
+
+
+def model_config(name: str) -> tuple[Any, SolverSpec]:
+    """Return the model's config block and solver as `noderun model=NAME` composes them (its YAML's
+    defaults: ResNet's downsampling, RK-Net's rk4 at step 0.25, dopri5 at 1e-3 for the ODE-Net)."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=[f"model={name}"])
+    return cfg.model, solver_spec(cfg)
+
+
+def built(name: str) -> tuple[torch.nn.Module, SolverSpec]:
+    """Return the model `noderun model=NAME` trains, built from seed 0, and its solver."""
+    model_cfg, solver = model_config(name)
+    torch.manual_seed(0)
+    return build_model(model_cfg, solver), solver
 # Issue 7's targets: noderun's step this much faster than the baseline's; the seminorm adjoint's NFE-B at
 # most this fraction of the default's; evaluation at most this share of an epoch.
 TARGET_SPEEDUP, TARGET_SEMINORM_RATIO, TARGET_EVAL_SHARE = 1.3, 0.7, 0.15
@@ -56,7 +72,8 @@ TARGET_SPEEDUP, TARGET_SEMINORM_RATIO, TARGET_EVAL_SHARE = 1.3, 0.7, 0.15
 def parse_args() -> argparse.Namespace:
     """Return the command-line options."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default="resnet,rknet,odenet", help="comma-separated: mlp,resnet,rknet,odenet")
+    parser.add_argument("--models", default=",".join(models_of_table(1)),
+                        help=f"comma-separated Table-1 models (default all: {','.join(models_of_table(1))})")
     parser.add_argument("--steps", type=int, default=10, help="timed steps per loop (median reported)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps before timing")
     parser.add_argument("--batch", type=int, default=128, help="batch size")
@@ -213,7 +230,7 @@ def seminorm_ratio(root: Path, batch: int, device: torch.device, checkpoint: Pat
         if trained:
             model = model_at(*trained[:2], spec, device, trained[2]).train()
         else:
-            model = build_model("odenet", spec, "conv").to(device)
+            model = build_model({**model_config(ODE_NET)[0], "adjoint": True}, spec).to(device)
         counter, forward, backward = NFECounter(model), [], []
         for images, labels in batches:
             model.zero_grad(set_to_none=True)
@@ -230,9 +247,8 @@ def seminorm_ratio(root: Path, batch: int, device: torch.device, checkpoint: Pat
 
 def bench_model(name: str, args: argparse.Namespace) -> dict:
     """Return both loops' measurements for one model, from the same initial weights, interleaved."""
-    solver = DEFAULT_SOLVERS.get(name, SolverSpec())
-    torch.manual_seed(0)
-    model = build_model(name, solver, DOWNSAMPLING[name]).to(args.device)
+    model, solver = built(name)
+    model = model.to(args.device)
     twin = copy.deepcopy(model)
     ours = Loop(model, noderun_batches(args.data, args.batch, args.warmup + args.steps, args.device), args.device,
                 noderun_stages=True)
@@ -240,7 +256,7 @@ def bench_model(name: str, args: argparse.Namespace) -> dict:
     time_loops([ours, baseline], args.steps, args.warmup)
     images, labels = noderun_batches(args.data, args.batch, 1, args.device)[0]
     flops = measure_step(model, images, labels)[1]  # the step noderun's runs measure, the same way
-    result = {"model": name, "solver": solver.method if name in DEFAULT_SOLVERS else None, "flops_per_step": flops}
+    result = {"model": name, "solver": solver.method if MODELS[name].is_ode else None, "flops_per_step": flops}
     for label, loop in (("noderun", ours.result()), ("baseline", baseline.result())):
         result[label] = {**loop, "images_per_s": args.batch / loop["s_per_step"],
                          "gflops_per_s": flops / loop["s_per_step"] / 1e9}
@@ -307,12 +323,11 @@ def main() -> None:
     args.device = torch.device(args.device)
     torch.manual_seed(0)
     sample = noderun_batches(args.data, args.batch, 1, args.device)[0][0]
-    limits = attainable_gflops([build_model(name, DEFAULT_SOLVERS.get(name, SolverSpec()), DOWNSAMPLING[name])
-                                .to(args.device) for name in args.models.split(",")], sample, args.device)
+    limits = attainable_gflops([built(name)[0].to(args.device) for name in args.models.split(",")], sample, args.device)
     attainable = limits["best"]
     results = [bench_model(name, args) for name in args.models.split(",")]
     seminorm = []
-    if "odenet" in args.models.split(","):
+    if ODE_NET in args.models.split(","):
         seminorm.append(seminorm_ratio(args.data, args.batch, args.device))
         if args.checkpoint:
             seminorm.append(seminorm_ratio(args.data, args.batch, args.device, args.checkpoint))

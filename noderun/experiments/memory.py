@@ -93,7 +93,7 @@ def run(cfg: DictConfig, rec: RunRecorder) -> None:
         for name in models:
             torch.manual_seed(cfg.seed)
             model = model_of_depth(name, depth, method, downsampling).to(device).train()
-            row = {"model": name, "depth": depth, "method": None if name == "resnet" else method,
+            row = {"model": name, "depth": depth, "method": method if MODELS[name].is_ode else None,
                    "batch_size": len(labels), **step_memory(model, images, labels, device)}
             log.info("memory: %s depth %d: %.2f MiB saved, NFE %d/%d, %.2f s", name, depth, row["saved_mb"],
                      row["nfe_forward"], row["nfe_backward"], row["step_time_s"])

@@ -1,4 +1,4 @@
-"""`noderun model=latent_ode|rnn` (dataset=spirals): Table 2's time-series models, trained with Adam
+"""`noderun model=NAME` for a Table-2 model (dataset=spirals): time-series models trained with Adam
 on the observed points of the training spirals (noderun.data.spirals).
 
 What is predicted from what: each test trajectory's n_obs observed points (inside the observation

@@ -18,7 +18,7 @@ from noderun.data.image_data import ImageData
 from noderun.errors import UserError
 from noderun.lifecycle import RunRecorder
 from noderun.measure import NFECounter, relative_error
-from noderun.models import build_model
+from noderun.models import MODELS, ODE_NET
 from noderun.models.ode_block import ODEBlock
 from noderun.solvers import SolverSpec, integrate, validate_solver
 from noderun.experiments.common import load_data, task_settings
@@ -127,7 +127,7 @@ def run(cfg: DictConfig, rec: RunRecorder) -> None:
         rows.append(row)
     table = pd.DataFrame(rows)
     rec.write_file(CSV_FILE, table)
-    rec.add_files(*(p.name for p in figure3_abc([("ODE-Net", "odenet", table)], run_dir)))
+    rec.add_files(*(p.name for p in figure3_abc([(MODELS[ODE_NET].label, ODE_NET, table)], run_dir)))
     summary.update(ckpt=str(path.resolve()), model=run_cfg.model.name, method=method, batch_size=batch_size,
                    test_size=len(data.test), reference_method=reference_spec.method, reference_tol=reference_spec.rtol,
                    reference_vs_100x_looser=reference_check)
