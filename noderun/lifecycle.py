@@ -27,6 +27,7 @@ import pandas as pd
 import torch
 import torchdiffeq
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from noderun.config import check_config
 from noderun.data import DATASETS, datasets_of_kind
@@ -173,7 +174,8 @@ def configure_torch(cfg: DictConfig, threads: int | None) -> None:
     torch.backends.cudnn.benchmark = not deterministic
 
 
-def initial_summary(cfg: DictConfig, key: str, key_cfg: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+def initial_summary(cfg: DictConfig, key: str | None, key_cfg: dict[str, Any] | None,
+                    overrides: list[str]) -> dict[str, Any]:
     """Return the fields every run's summary.json has; the experiment adds its own numbers."""
     return {
         "task": str(cfg.task), "status": "running", "reason": None,
@@ -316,6 +318,16 @@ class RunRecorder:
         self.summary["files"] += [n for n in names if n not in self.summary["files"]]
 
 
+def _resolved_key_config(cfg: DictConfig) -> dict[str, Any]:
+    """Return key_config(cfg), or raise UserError for an interpolation that does not resolve (a model's
+    setting that refers to a key of another dataset than the one chosen)."""
+    try:
+        return key_config(cfg)
+    except OmegaConfBaseException as err:
+        raise UserError(f"the config does not resolve: {str(err).splitlines()[0]} (a setting refers to a key "
+                        f"the chosen groups do not have)") from None
+
+
 def _resume_target(cfg: DictConfig, run_dir: Path, key: str, key_cfg: dict[str, Any]) -> tuple[Path | None, dict | None]:
     """Return (the earlier run directory to continue in, its summary), or (None, None) to start afresh.
 
@@ -378,9 +390,8 @@ def _restored_state(run_dir: Path, summary: dict[str, Any], key_cfg: dict[str, A
 def run_experiment(cfg: DictConfig, run_dir: Path, experiments: Mapping[str, ExperimentEntry],
                    overrides: list[str], threads: int | None = None) -> int:
     """Run the experiment cfg.task names in run_dir (or in the run it resumes); return the exit code."""
-    key_cfg = key_config(cfg)
-    key = run_key(key_cfg)
-    summary = initial_summary(cfg, key, key_cfg, overrides)
+    # Filled in once the config is known to resolve; a mistake found before that is still recorded.
+    summary = initial_summary(cfg, None, None, overrides)
     target = run_dir
     lock: RunLock | None = None
     started = False
@@ -393,7 +404,11 @@ def run_experiment(cfg: DictConfig, run_dir: Path, experiments: Mapping[str, Exp
             raise UserError(f"unknown task {cfg.task!r}; choose one of: {', '.join(experiments)}")
         check_config(cfg)
         check_dataset(cfg, entry)
+        key_cfg = _resolved_key_config(cfg)
+        key = run_key(key_cfg)
+        summary.update(run_key=key, key_config=key_cfg)
         configure_torch(cfg, threads)
+        summary["torch_threads"] = torch.get_num_threads()
         device = choose_device(str(cfg.device))
         previous, previous_summary = _resume_target(cfg, run_dir, key, key_cfg)
         if previous is not None:

@@ -78,10 +78,12 @@ def read_summary(run_dir: Path) -> dict[str, Any]:
     """Return the run's summary.json as a dict, or raise BrokenRecord naming the file and what is wrong."""
     path = run_dir / SUMMARY_FILE
     try:
+        if not path.is_file():  # a folder, or a pipe that would block the read
+            raise BrokenRecord(f"{path} is not a regular file")
         if path.stat().st_size > MAX_SUMMARY_BYTES:
             raise BrokenRecord(f"{path} is {path.stat().st_size} bytes, not a noderun summary")
         summary = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as err:
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as err:
         raise BrokenRecord(f"{path} is unreadable ({type(err).__name__}: {err})") from None
     if not isinstance(summary, dict):
         raise BrokenRecord(f"{path} holds a {type(summary).__name__}, not a noderun summary")
@@ -105,9 +107,11 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str,
     is truncated, not a checkpoint, or holds anything else."""
     try:
         state = torch.load(path, map_location=device, weights_only=True)
-    except pickle.UnpicklingError:
-        raise BrokenRecord(f"{path} holds objects other than tensors and plain values; refused, as loading it "
-                           f"could run code") from None
+    except pickle.UnpicklingError as err:
+        if "weights only" in str(err).lower():  # torch's refusal of a pickle that would construct objects
+            raise BrokenRecord(f"{path} holds objects other than tensors and plain values; refused, as loading "
+                               f"it could run code") from None
+        raise BrokenRecord(f"{path} is truncated or not a checkpoint (UnpicklingError); it cannot be loaded") from None
     except Exception as err:  # truncated zip, wrong format
         raise BrokenRecord(f"{path} is truncated or not a checkpoint ({type(err).__name__}); it cannot be "
                            f"loaded") from None
@@ -128,9 +132,12 @@ def write_run_link(run_dir: Path, target: Path) -> None:
 
 def linked_run_dir(run_dir: Path) -> Path | None:
     """Return the run directory run_dir's run_link.json points to, if it has a readable one."""
+    path = run_dir / RUN_LINK_FILE
     try:
-        target = json.loads((run_dir / RUN_LINK_FILE).read_text())["run_dir"]
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        if not path.is_file() or path.stat().st_size > MAX_SUMMARY_BYTES:
+            return None
+        target = json.loads(path.read_text())["run_dir"]
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, RecursionError):
         return None
     return Path(target) if isinstance(target, str) else None
 

@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parents[1] / "scripts" / "bench.py"
 
 
+@pytest.mark.slow
 def test_bench_writes_its_table_and_json(mnist_root, tmp_path):
     result = subprocess.run([sys.executable, str(BENCH), "--models", "resnet", "--steps", "1", "--warmup", "0",
                              "--data", str(mnist_root), "--out", str(tmp_path)],

@@ -1,16 +1,16 @@
-"""The data layer on real MNIST bytes: sources, checksums, safe unpickling, splits, batches."""
+"""The data layer: sources, checksums and splits on real MNIST bytes (slow: they need the MNIST
+fixture), safe unpickling, batches, the cubic and ECG data."""
 
 from __future__ import annotations
 
 import gzip
 import pickle
-import shutil
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import SMALL, error_lines, run_noderun
+from conftest import SMALL, single_error_line, synthetic_split
 from noderun.data import sources
 from noderun.data.batches import epoch_generator, random_crop, training_batches
 from noderun.data.cubic import cubic_target, make_cubic_data
@@ -24,6 +24,7 @@ from noderun.errors import UserError
 TEST_CLASS_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 
 
+@pytest.mark.slow
 def test_mnist_is_the_official_dataset(mnist_root):
     files, _ = ensure_dataset("mnist", mnist_root)
     assert {part: md5_of_file(path) for part, path in files.items()} == MNIST.md5
@@ -32,16 +33,18 @@ def test_mnist_is_the_official_dataset(mnist_root):
     assert np.bincount(read_idx(files["test_labels"])).tolist() == TEST_CLASS_COUNTS
 
 
+@pytest.mark.slow
 def test_second_use_reads_the_cache_and_fetches_nothing(mnist_root):
     _, source = ensure_dataset("mnist", mnist_root)
     assert source == "cache"
 
 
+@pytest.mark.slow
 def test_torchvision_gz_layout_is_reused(mnist_root, tmp_path):
     raw = tmp_path / "MNIST" / "raw"
     raw.mkdir(parents=True)
-    for path in (mnist_root / "MNIST" / "raw").iterdir():
-        (raw / (path.name + ".gz")).write_bytes(gzip.compress(path.read_bytes()))
+    for path in (mnist_root / "MNIST" / "raw").iterdir():  # level 1: the layout is tested, not the ratio
+        (raw / (path.name + ".gz")).write_bytes(gzip.compress(path.read_bytes(), compresslevel=1))
     files, source = ensure_dataset("mnist", tmp_path, sources=("cache",))
     assert source == "cache"
     assert md5_of_file(files["test_labels"]) == MNIST.md5["test_labels"]
@@ -57,17 +60,15 @@ def _truncate(path):
     path.write_bytes(path.read_bytes()[:-100])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("edit", [_flip_one_byte, _truncate])
-def test_damaged_cache_file_stops_the_run_with_one_line(corrupt_copy, tmp_path, edit):
+def test_damaged_cache_file_stops_the_run_with_one_line(corrupt_copy, noderun_main, edit):
     root = corrupt_copy("t10k-images-idx3-ubyte", edit)
-    result = run_noderun(["model=mlp", *SMALL], root, tmp_path)
-    assert result.returncode == 2
-    lines = error_lines(result)
-    assert len(lines) == 1, result.stderr
+    line = single_error_line(noderun_main(["model=mlp", *SMALL], root))
     actual = md5_of_file(root / "MNIST" / "raw" / "t10k-images-idx3-ubyte")
-    assert "t10k-images-idx3-ubyte" in lines[0]
-    assert MNIST.md5["test_images"] in lines[0] and actual in lines[0]
-    assert "delete" in lines[0]
+    assert "t10k-images-idx3-ubyte" in line
+    assert MNIST.md5["test_images"] in line and actual in line
+    assert "delete" in line
 
 
 def test_no_source_gives_one_clear_error(tmp_path):
@@ -94,6 +95,7 @@ def test_pickle_with_other_objects_is_refused(payload, capsys):
     assert "this pickle ran code" not in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_validation_split_is_fixed_and_disjoint(mnist_root):
     full = load_image_data("mnist", mnist_root, val_size=0)
     split = load_image_data("mnist", mnist_root, val_size=5000, train_size=1000, test_size=300)
@@ -113,16 +115,19 @@ def test_random_crop_equals_per_sample_crop_of_padded_image():
         assert torch.equal(cropped[i], padded[i, :, dy : dy + 28, dx : dx + 28])
 
 
-def test_training_batches_cover_the_split_once_and_repeat_per_seed(mnist_root):
-    data = load_image_data("mnist", mnist_root, val_size=0, train_size=300)
-    first = list(training_batches(data.train, 128, epoch_generator(0, 0), crop_padding=4))
-    again = list(training_batches(data.train, 128, epoch_generator(0, 0), crop_padding=4))
+def test_training_batches_cover_the_split_once_and_repeat_per_seed():
+    split = synthetic_split(300, seed=0)
+    first = list(training_batches(split, 128, epoch_generator(0, 0), crop_padding=4))
+    again = list(training_batches(split, 128, epoch_generator(0, 0), crop_padding=4))
+    other_epoch = list(training_batches(split, 128, epoch_generator(0, 1), crop_padding=4))
     assert [len(y) for _, y in first] == [128, 128, 44]
-    assert sorted(torch.cat([y for _, y in first]).tolist()) == sorted(data.train.labels.tolist())
-    assert all(torch.equal(a[0], b[0]) for a, b in zip(first, again))
+    assert sorted(torch.cat([y for _, y in first]).tolist()) == sorted(split.labels.tolist())
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(first, again))
+    assert not torch.equal(first[0][1], other_epoch[0][1])
     assert first[0][0].dtype == torch.float32 and float(first[0][0].max()) <= 1.0
 
 
+@pytest.mark.slow
 def test_fashion_mnist_from_debian_package(tmp_path):
     if not sources.DEBIAN_FASHION_DIR.exists():
         pytest.skip("Debian's dataset-fashion-mnist is not installed (.ci/run installs it)")

@@ -1,12 +1,10 @@
-"""What the paper claims, measured: saved bytes and FLOPs against hand counts, and the memory,
-gradcheck and tolerance tasks through the real `noderun` command."""
+"""What the paper claims, measured: saved bytes and FLOPs against hand counts; a training run's
+measurements; the memory, gradcheck and tolerance experiments through the `noderun` entry point
+(in-process; slow, as they read real MNIST) and the report's Figure 3."""
 
 from __future__ import annotations
 
-import json
-import subprocess
 import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -14,12 +12,13 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from conftest import SMALL, error_lines, run_noderun, single_run_dir
+import noderun.report.cli
+from conftest import single_error_line, single_run_dir
 from noderun.measure import FlopCount, SavedTensorBytes
 from noderun.models import build_model
+from noderun.records import read_summary
 from noderun.solvers import SolverSpec
 
-REPORT = str(Path(sys.executable).parent / "noderun-report")
 # The adjoint's gradient at rtol = atol = 1e-7 (float64) against backpropagation through dopri5:
 # measured 5.8e-3 to 6.5e-3 on batches of 4 and 16. Not smaller: the dynamics' ReLUs make them
 # non-smooth, and both gradients converge slowly (about 6.5x per 100x tighter tolerance, measured).
@@ -64,7 +63,7 @@ def test_flop_count_matches_the_hand_count_and_torchs_counter():
         layer(torch.rand(5, 3)).sum().backward()
     # forward 5x3 @ 3x4 and the weight's gradient 4x5 @ 5x3: 2 * 60 multiply-adds each.
     assert flops.total == 2 * 5 * 3 * 4 * 2
-    model, images = build_model("rknet", SolverSpec("rk4", step_size=0.5)), torch.rand(2, 1, 28, 28)
+    model, images = build_model({"name": "rknet"}, SolverSpec("rk4", step_size=0.5)), torch.rand(2, 1, 28, 28)
     with FlopCount() as flops:
         model(images).sum().backward()
     with FlopCounterMode(display=False) as reference:
@@ -74,7 +73,7 @@ def test_flop_count_matches_the_hand_count_and_torchs_counter():
 
 def test_flop_count_works_through_the_adjoint_and_changes_no_number():
     torch.manual_seed(0)
-    model, images = build_model("odenet", SolverSpec("rk4", step_size=0.5)), torch.rand(2, 1, 28, 28)
+    model, images = build_model({"name": "odenet"}, SolverSpec("rk4", step_size=0.5)), torch.rand(2, 1, 28, 28)
     with FlopCount() as flops:
         model(images).sum().backward()
     measured = [p.grad.clone() for p in model.parameters()]
@@ -84,20 +83,20 @@ def test_flop_count_works_through_the_adjoint_and_changes_no_number():
     assert all(torch.equal(a, p.grad) for a, p in zip(measured, model.parameters()))
 
 
-def test_a_training_run_records_saved_bytes_and_flops(mnist_root, tmp_path):
-    result = run_noderun(["model=rknet", "solver.step_size=0.5", *SMALL], mnist_root, tmp_path)
-    assert result.returncode == 0, result.stderr
-    run_dir = single_run_dir(tmp_path)
+@pytest.mark.slow
+def test_a_training_run_records_saved_bytes_and_flops(model_sweep):
+    run_dir = model_sweep.runs["rknet"]
     metrics = pd.read_csv(run_dir / "metrics.csv")
-    summary = json.loads((run_dir / "summary.json").read_text())
+    summary = read_summary(run_dir)
     assert summary["task"] == "train"
     assert summary["saved_mb"] == metrics["saved_mb"].iloc[-1] > 0
     assert summary["flops_per_step"] == metrics["flops_per_step"].iloc[-1] > 0
     assert summary["achieved_gflops"] > 0
 
 
-def test_memory_task_writes_saved_bytes_for_n_and_2n_steps(mnist_root, tmp_path):
-    result = run_noderun(["experiment=memory", "memory.steps=[1,2,4]", "memory.batch_size=4"], mnist_root, tmp_path)
+@pytest.mark.slow
+def test_memory_task_writes_saved_bytes_for_n_and_2n_steps(noderun_main, mnist_root, tmp_path):
+    result = noderun_main(["experiment=memory", "memory.steps=[1,2,4]", "memory.batch_size=4"], mnist_root)
     assert result.returncode == 0, result.stderr
     run_dir = single_run_dir(tmp_path)
     table = pd.read_csv(run_dir / "memory.csv")
@@ -110,37 +109,32 @@ def test_memory_task_writes_saved_bytes_for_n_and_2n_steps(mnist_root, tmp_path)
     rknet = table[table["model"] == "rknet"]
     assert (rknet["nfe_forward"] == 4 * rknet["depth"]).all()  # rk4: n steps of 4 evaluations
     assert table["cuda_peak_mb"].isna().all()  # no allocator peak on the CPU
-    summary = json.loads((run_dir / "summary.json").read_text())
+    summary = read_summary(run_dir)
     assert summary["task"] == "memory" and summary["status"] == "completed"
     for name in ("memory.png", "memory.pdf"):
         assert (run_dir / name).stat().st_size > 0
 
 
-def test_gradcheck_task_finds_the_adjoint_agrees_at_tight_tolerance(mnist_root, tmp_path):
-    result = run_noderun(["experiment=gradcheck", "gradcheck.batch_size=4"], mnist_root, tmp_path)
+@pytest.mark.slow
+def test_gradcheck_task_finds_the_adjoint_agrees_at_tight_tolerance(noderun_main, mnist_root, tmp_path):
+    result = noderun_main(["experiment=gradcheck", "gradcheck.batch_size=4"], mnist_root)
     assert result.returncode == 0, result.stderr
     run_dir = single_run_dir(tmp_path)
     table = pd.read_csv(run_dir / "gradcheck.csv")
     overall = table[table["parameter"] == "all"].set_index("case")["rel_error"]
     assert overall["tight"] < TIGHT_BOUND
     assert overall["loose"] > overall["tight"] and overall["rk4"] > overall["tight"]
-    assert (table.groupby("case").size() == 1 + len(list(build_model("odenet", SolverSpec()).parameters()))).all()
+    parameters = len(list(build_model({"name": "odenet"}, SolverSpec()).parameters()))
+    assert (table.groupby("case").size() == 1 + parameters).all()
     assert (run_dir / "gradcheck.png").exists() and (run_dir / "gradcheck.pdf").exists()
 
 
-@pytest.fixture(scope="module")
-def trained_odenet(mnist_root, tmp_path_factory) -> Path:
-    """A real ODE-Net run directory, one short epoch."""
-    cwd = tmp_path_factory.mktemp("trained")
-    result = run_noderun(["model=odenet", *SMALL], mnist_root, cwd)
-    assert result.returncode == 0, result.stderr
-    return single_run_dir(cwd)
-
-
-def test_tolerance_task_and_its_figure_in_the_report(trained_odenet, mnist_root, tmp_path):
+@pytest.mark.slow
+def test_tolerance_task_and_its_figure_in_the_report(model_sweep, noderun_main, mnist_root, tmp_path, monkeypatch):
+    trained_odenet = model_sweep.runs["odenet"]
     args = ["experiment=tolerance", f"ckpt={trained_odenet / 'best.pt'}", "tolerance.tolerances=[1e-1,1e-3,1e-5]",
             "tolerance.batch_size=32", "tolerance.reference_tol=1e-7", "dataset.test_size=64"]
-    result = run_noderun(args, mnist_root, tmp_path)
+    result = noderun_main(args, mnist_root)
     assert result.returncode == 0, result.stderr
     run_dir = single_run_dir(tmp_path)
     table = pd.read_csv(run_dir / "tolerance.csv")
@@ -152,28 +146,24 @@ def test_tolerance_task_and_its_figure_in_the_report(trained_odenet, mnist_root,
     assert table["block_error"].iloc[-1] < table["block_error"].iloc[0]
     assert (run_dir / "figure3_tolerance.png").exists()
 
-    # The report draws Figure 3(a)-(c) from the task and keeps the task out of Table 1.
-    report = subprocess.run([REPORT, str(trained_odenet), str(run_dir), "--out", str(tmp_path / "report")],
-                            capture_output=True, text=True, timeout=300)
-    assert report.returncode == 0, report.stderr
+    # The report (noderun-report's entry point) draws Figure 3(a)-(c) from the task and keeps the
+    # task out of Table 1.
+    monkeypatch.setattr(sys, "argv", ["noderun-report", str(trained_odenet), str(run_dir), "--out",
+                                      str(tmp_path / "report")])
+    noderun.report.cli.main()
     assert (tmp_path / "report" / "figure3_tolerance.pdf").exists()
     assert len(pd.read_csv(tmp_path / "report" / "runs.csv")) == 1
 
 
 @pytest.mark.parametrize("ckpt, words", [
     ("/nonexistent/best.pt", ["ckpt=/nonexistent/best.pt", "no checkpoint"]),
-    ("NOTHING", ["tolerance task needs a trained ODE-Net", "ckpt=PATH"]),
-    ("CONFIG", ["not a readable checkpoint"]),
+    (None, ["tolerance task needs a trained ODE-Net", "ckpt=PATH"]),
+    ("NOT_A_CHECKPOINT", ["config.yaml", "best.pt or last.pt"]),
 ])
-def test_tolerance_task_refuses_a_bad_checkpoint_in_one_line(ckpt, words, trained_odenet, mnist_root, tmp_path):
-    args = ["experiment=tolerance"]
-    if ckpt == "CONFIG":  # a file that exists but is no checkpoint
-        args.append(f"ckpt={trained_odenet / '.hydra' / 'config.yaml'}")
-    elif ckpt != "NOTHING":
-        args.append(f"ckpt={ckpt}")
-    result = run_noderun(args, mnist_root, tmp_path)
-    assert result.returncode == 2
-    lines = error_lines(result)
-    assert len(lines) == 1 and lines[0].startswith("noderun: error:"), result.stderr
+def test_tolerance_task_refuses_a_bad_checkpoint_in_one_line(noderun_main, tmp_path, ckpt, words):
+    if ckpt == "NOT_A_CHECKPOINT":  # a file that exists but is no checkpoint
+        ckpt = tmp_path / "config.yaml"
+        ckpt.write_text("model:\n  name: odenet\n")
+    line = single_error_line(noderun_main(["experiment=tolerance", *([f"ckpt={ckpt}"] if ckpt else [])]))
     for word in words:
-        assert word in lines[0]
+        assert word in line, line

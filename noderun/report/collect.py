@@ -174,15 +174,10 @@ def _task_table(run_dir: Path, task: str) -> pd.DataFrame | None:
 
 def _summary(run_dir: Path) -> dict:
     """Return the run's summary.json as a dict; raise BrokenRun when it cannot be one."""
-    path = run_dir / SUMMARY_FILE
-    if not _is_file(path):  # a folder, or a pipe that would block the reader for ever
-        raise BrokenRun(f"{SUMMARY_FILE} is not a regular file")
     try:
         return read_summary(run_dir)
     except BrokenRecord as err:
         raise BrokenRun(str(err)) from None
-    except RecursionError:  # JSON nested thousands deep
-        raise BrokenRun(f"{SUMMARY_FILE} nests too deeply to be a noderun summary") from None
 
 
 def read_run(run_dir: Path) -> tuple[dict, pd.DataFrame | None]:

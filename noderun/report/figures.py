@@ -124,8 +124,8 @@ def tolerance_figures(run_set: RunSet, out_dir: Path) -> list[Path]:
         axes[0].scatter(group["nfe"], group["test_error"], color=color, label=model_label(model))
         axes[1].scatter(group["nfe"], 1000 * group["forward_s"], color=color, label=model_label(model))
         for _, r in group.iterrows():
-            axes[0].annotate("tol -" if pd.isna(r["rtol"]) else f"tol {r['rtol']:g}", (r["nfe"], r["test_error"]), fontsize=7, xytext=(3, 3),
-                             textcoords="offset points")
+            tol = "tol -" if pd.isna(r["rtol"]) else f"tol {r['rtol']:g}"
+            axes[0].annotate(tol, (r["nfe"], r["test_error"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
     axes[0].set(title="NFE vs test error across tolerances (cf. Fig. 3a)", xlabel="NFE forward (evaluation, per batch)",
                 ylabel="test error (%)")
     axes[1].set(title="NFE vs time per forward pass (Fig. 3b)", xlabel="NFE forward (evaluation, per batch)",

@@ -42,7 +42,8 @@ def table2(run_set: RunSet) -> pd.DataFrame:
                      "train_time_s": float(group["train_time_s"].mean()), "peak_memory_mb": float(group["peak_memory_mb"].mean()),
                      "params": int(first["params"])})
     table = pd.DataFrame(rows)
-    return table.assign(_rank=table["model"].map(model_rank)).sort_values(["_rank", "n_obs"], kind="stable").drop(columns="_rank").reset_index(drop=True)
+    table = table.assign(_rank=table["model"].map(model_rank)).sort_values(["_rank", "n_obs"], kind="stable")
+    return table.drop(columns="_rank").reset_index(drop=True)
 
 
 def _row_label(row: pd.Series, setting_columns: list[str]) -> str:
