@@ -423,7 +423,10 @@ def run_experiment(cfg: DictConfig, run_dir: Path, experiments: Mapping[str, Exp
         if previous is not None and entry.trains:
             state = _restored_state(previous, previous_summary, key_cfg, device)
         if previous is not None:
-            summary.update(started=previous_summary.get("started"),
+            # The experiment's own numbers so far carry over: a run killed after its last epoch's record
+            # resumes with no epoch left to do and must still end with them.
+            summary.update({k: v for k, v in previous_summary.items() if k not in summary},
+                           epochs_done=len(state["rows"]) if state else 0, started=previous_summary.get("started"),
                            resumed=[*previous_summary.get("resumed", []), _now()])
             extra_log.append(_log_also_to(previous / "noderun.log"))
             log.info("resume: continuing the run in %s%s", previous,

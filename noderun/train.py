@@ -20,12 +20,17 @@ class TrainingFailure(Exception):
     """Training cannot go on (NaN loss, a solver that gave up); the run is recorded as failed."""
 
 
-def lr_at_epoch(base_lr: float, epoch: int, epochs: int, decay_fractions: Iterable[float], factor: float) -> float:
+def lr_at_epoch(base_lr: float, epoch: int, epochs: int, decay_fractions: Iterable[float], factor: float,
+                min_epochs: int = 0) -> float:
     """Return the learning rate of a 0-based epoch: base_lr times `factor` for each decay point passed.
 
     Decay points sit at the same fractions of the run whatever its length: for 160 epochs and
-    fractions 0.375, 0.625, 0.875 they are the reference's epochs 60, 100 and 140.
+    fractions 0.375, 0.625, 0.875 they are the reference's epochs 60, 100 and 140. A run shorter
+    than `min_epochs` keeps base_lr throughout: its decays would fall in its first few epochs (a
+    3-epoch run would decay twice) and stop it learning before it has begun.
     """
+    if epochs < min_epochs:
+        return base_lr
     passed = sum(1 for f in decay_fractions if epoch >= max(1, round(f * epochs)))
     return base_lr * factor**passed
 

@@ -306,3 +306,14 @@ def test_a_second_process_on_the_same_run_is_refused(tmp_path):
         process.send_signal(signal.SIGTERM)
         process.communicate(timeout=60)
     assert read_summary(run_dir)["status"] == "interrupted"
+
+
+def test_a_run_killed_after_its_last_record_resumes_to_completed_with_its_numbers(finished_rnn, tmp_path):
+    summary = read_summary(finished_rnn)
+    summary.update(status="running", finished=None)  # as a SIGKILL after the last epoch's record leaves it
+    (finished_rnn / "summary.json").write_text(json.dumps(summary))
+    code, _ = _run([*TINY_RNN, "resume=true"], tmp_path / "out", "second")
+    assert code == EXIT_OK
+    resumed = read_summary(finished_rnn)
+    assert resumed["status"] == "completed" and resumed["epochs_done"] == 2
+    assert resumed["test_rmse"] == summary["test_rmse"] and len(_rows(finished_rnn)) == 2

@@ -32,6 +32,14 @@ def test_learning_rate_schedule_keeps_the_reference_decay_points():
     assert short[5] == pytest.approx(0.1) and short[6] == pytest.approx(0.01) and short[14] == pytest.approx(1e-4)
     # However short the run, its first epoch trains at the base rate.
     assert all(lr_at_epoch(0.1, 0, epochs, fractions, 0.1) == 0.1 for epochs in range(1, 6))
+    # A run shorter than min_epochs keeps its rate: a 3-epoch run would otherwise decay twice.
+    assert lr_at_epoch(0.1, 2, 3, fractions, 0.1) == pytest.approx(1e-3)
+    assert [lr_at_epoch(0.1, e, 3, fractions, 0.1, min_epochs=10) for e in range(3)] == [0.1] * 3
+    # ...and the protocol's run is long enough for its decays: the same as without the floor.
+    assert [lr_at_epoch(0.1, e, 160, fractions, 0.1, min_epochs=10) for e in range(160)] == lrs
+    # the default config holds that floor
+    trainer = composed([]).trainer
+    assert trainer.lr_decay_min_epochs == 10 and list(trainer.lr_decay_fractions) == list(fractions)
 
 
 def trained_epochs(name: str, epochs: int, measure: bool = False, lr: float = 0.1, seed: int = 0):

@@ -50,7 +50,7 @@ def run(cfg: DictConfig, rec: RunRecorder) -> None:
     num_batches = -(-len(data.train) // t.batch_size)
     padding = cfg.dataset.crop_padding if cfg.dataset.augment else 0
     for epoch in range(len(rec.rows), t.epochs):
-        lr = lr_at_epoch(t.lr, epoch, t.epochs, t.lr_decay_fractions, t.lr_decay_factor)
+        lr = lr_at_epoch(t.lr, epoch, t.epochs, t.lr_decay_fractions, t.lr_decay_factor, t.lr_decay_min_epochs)
         for group in optimizer.param_groups:
             group["lr"] = lr
         reset_peak_memory(device)
