@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import statistics
+import subprocess
 from pathlib import Path
 from typing import Callable
 
@@ -23,7 +24,9 @@ from noderun.models import MODELS
 from noderun.plotting import seeds as plotting_seeds
 from noderun.plotting import tasks as plotting_tasks
 from noderun.records import PREDICTIONS_FILE
+from noderun.report import figures as report_figures
 from noderun.report.cli import build_report, main
+from noderun.report.collect import collect_runs
 
 PACKAGE = Path(__file__).resolve().parents[1] / "noderun"
 ODE = {"rknet", "odenet", "latent_ode"}
@@ -193,6 +196,116 @@ def test_a_failed_run_is_listed_on_one_line_with_its_reason_and_left_out(good_ta
     assert "\x1b" not in line and "\x1b" not in text
     assert pd.read_csv(out / "table1.csv").set_index("model").loc[MODELS["odenet"].label, "seeds"] == 2
     assert "3 completed, 1 failed" in text
+
+
+def test_table1_memory_is_saved_for_backward_with_the_devices_peak_beside_it_under_its_kind(good_table1):
+    _, out = report_on(good_table1)
+    assert pd.read_csv(out / "table1.csv")["saved_mb"].tolist() == [3.5, 3.5]
+    header = (out / "table1.md").read_text().splitlines()[0]
+    assert "| saved for backward (MiB) | peak RSS MiB (process, CPU) |" in header
+    edit_json("summary.json", lambda s: s.update(peak_memory_kind="cuda_max_allocated"))(good_table1 / "0")
+    edit_json("summary.json", lambda s: s.pop("saved_mb"))(good_table1 / "2")  # an older run
+    _, out = report_on(good_table1)
+    lines = (out / "table1.md").read_text().splitlines()
+    assert "| saved for backward (MiB) | peak MiB (mixed: RSS, CUDA) |" in lines[0]
+    assert "| - | 500 (RSS) |" in lines[2] and "| 3.5 | 505 (RSS+CUDA) |" in lines[3]
+
+
+def wide_table1_runs(root: Path) -> Path:
+    """Two seeds of every Table-1 model, their table as wide as a real one gets: the ODE models with
+    three-digit NFE, every model with four-digit seconds per epoch and hundreds of MiB saved."""
+    for model in (name for name, entry in MODELS.items() if entry.table == 1):
+        for seed in (0, 1):
+            wide = {"train_time_s": 3000.0, "saved_mb": 215.25,
+                    **({"nfe_forward": 128.0, "nfe_backward": 196.0} if model in ODE else {})}
+            edit_json("summary.json", lambda s: s.update(wide))(train_run(root, f"{model}{seed}", model, seed,
+                                                                          0.5 + seed))
+    return root
+
+
+def tabular_lines(tex: str) -> list[str]:
+    """Return the rows of table1.tex between \\midrule and \\bottomrule, each without its comment."""
+    body = tex[tex.index(r"\midrule") + len(r"\midrule"):tex.index(r"\bottomrule")]
+    return [line.split(r"\\")[0].strip() for line in body.strip().splitlines()]
+
+
+def test_table1_tex_is_the_papers_layout_with_escaped_text_and_rounded_numbers(good_table1):
+    _, out = report_on(good_table1)
+    tex = (out / "table1.tex").read_text()
+    assert tex.startswith("%") and r"\usepackage{booktabs}" in tex.splitlines()[1]
+    assert r"Model & \% (paper) & M & MiB & s/epoch & F/B \\" in tex
+    odenet = MODELS["odenet"].paper["test_error"]
+    std = statistics.stdev([0.8, 1.2])
+    assert tabular_lines(tex) == [
+        rf"{MODELS['mlp'].label} & 2.50 ({MODELS['mlp'].paper['test_error']:.2f}) & 0.24 & 3.5 & 6.0 & --",
+        rf"{MODELS['odenet'].label} & 1.00$\pm${std:.2f} ({odenet:.2f}) & 0.21 & 3.5 & 6.2 & 26/32"]
+    assert tex.count(r"\\ % 2 seeds") == 1 and tex.count(r"\\ % 1 seed") == 1
+    assert tabular_lines((report_on(wide_table1_runs(good_table1.parent / "wide"))[1] / "table1.tex").read_text())[-1] \
+        .split(" & ")[2:] == ["0.21", "215", "1500", "128/196"]
+
+
+def test_table1_tex_names_the_settings_that_tell_rows_apart_escaped(good_table1):
+    edit_text(".hydra/config.yaml", lambda t: t.replace("method: dopri5", "method: explicit_adams"))(good_table1 / "1")
+    _, out = report_on(good_table1)
+    tex = (out / "table1.tex").read_text()
+    rows = tabular_lines(tex)
+    assert [row.split(" & ")[0] for row in rows] == [MODELS["mlp"].label,
+                                                     rf"{MODELS['odenet'].label} (dopri5)",
+                                                     rf"{MODELS['odenet'].label} (explicit\_adams)"]
+    assert "% In parentheses after a model: solver.method." in tex
+    assert not re.search(r"(?<!\\)[_%#&]|±", "".join(row.replace(" & ", "") for row in rows))
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not installed: table1.tex not compiled")
+def test_table1_tex_compiles_and_fits_one_column_of_a_two_column_paper(tmp_path):
+    _, out = report_on(wide_table1_runs(tmp_path / "runs"))
+    shutil.copy(out / "table1.tex", tmp_path / "table1.tex")
+    (tmp_path / "paper.tex").write_text("\n".join([
+        r"\documentclass{article}", r"\usepackage{booktabs}", r"\begin{document}", r"\input{table1.tex}",
+        r"\sbox0{\input{table1.tex}}\typeout{TABLE WIDTH: \the\wd0}", r"\end{document}"]))
+    result = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "paper.tex"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60)
+    log = (tmp_path / "paper.log").read_text(errors="replace")
+    assert result.returncode == 0, log[-3000:]
+    width = float(re.search(r"TABLE WIDTH: ([\d.]+)pt", log).group(1))
+    assert width <= 242, f"table1.tex is {width}pt wide, more than 3.35 in"
+    assert "Overfull" not in log
+
+
+@pytest.fixture
+def report_drawn(monkeypatch) -> list:
+    """Collect the figures the report would save, instead of writing them."""
+    figures: list = []
+    monkeypatch.setattr(report_figures, "save_figure", lambda fig, out_dir, name: figures.append(fig) or [])
+    return figures
+
+
+@pytest.mark.parametrize("epochs", [1, 2, 12])
+def test_accuracy_figure_reads_well_at_any_number_of_epochs(report_drawn, tmp_path, epochs):
+    for seed, (model, error) in enumerate((("mlp", 2.5), ("odenet", 1.0))):
+        write_run(tmp_path / model, train_summary(model, seed, error, epochs),
+                  metrics_rows(epochs, model in ODE, 1 - error / 100), train_config(model, seed))
+    report_figures.accuracy_figure(collect_runs([tmp_path]), tmp_path)
+    test_panel = report_drawn[0].axes[1]
+    ticks = [t.get_text() for t in test_panel.get_xticklabels()]
+    if epochs == 1:  # one dot per model, named on the axis, its value written beside it
+        assert ticks == [MODELS["mlp"].label, MODELS["odenet"].label]
+        assert [t.get_text() for t in test_panel.texts] == ["97.50", "99.00"]
+    else:  # curves against whole epochs
+        assert all(float(t).is_integer() for t in test_panel.get_xticks() if 1 <= t <= epochs)
+        assert test_panel.get_legend() is not None and test_panel.get_xlabel() == "epoch"
+
+
+def test_solver_accuracy_panels_keep_their_titles_to_themselves(drawn, tmp_path):
+    times = pd.Series([0.0, 0.5, 1.0])
+    table = pd.DataFrame([{"method": m, "nfe": n, "max_abs_error": e} for m in ("euler", "dopri5")
+                          for n, e in ((10, 1.0), (100, 1e-3))])
+    plotting_tasks.solver_accuracy_figure((times, times), times, {"euler, h = 0.5": times}, table, tmp_path)
+    fig = drawn[0]
+    fig.tight_layout()
+    renderer = fig.canvas.get_renderer()
+    left, right = fig.axes
+    assert left.title.get_window_extent(renderer).x1 < right.get_tightbbox(renderer).x0
 
 
 # ---- every kind of broken Table-1 run beside a good one -------------------------------------------------

@@ -105,23 +105,30 @@ def figure3_abc(tables: list[tuple[str, str, pd.DataFrame]], out_dir: Path) -> l
     return save_figure(fig, out_dir, "figure3_tolerance")
 
 
+# The test equation and its solution as the figure writes them (matplotlib's mathtext).
+TEST_EQUATION = r"$y' = y - \frac{1}{2} e^{t/2} \sin 5t + 5 e^{t/2} \cos 5t$, $y(0) = 0$"
+EXACT_SOLUTION = r"exact: $y = e^{t/2} \sin 5t$"
+
+
 def solver_accuracy_figure(exact: tuple, times, curves: dict, table: pd.DataFrame, out_dir: Path) -> list[Path]:
     """Left: chosen solvers' solutions at `times` against the exact one, given as (fine times, values)
     (the seed document's Figure 2). Right: maximum error against NFE for every solver and step size
-    or tolerance."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.4))
-    left.plot(*exact, color="black", lw=2, label="exact: e^(t/2) sin 5t")
+    or tolerance, its legend outside the panel (a dozen solvers would hide the lines)."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12.5, 4.6), width_ratios=(1, 1.15))
+    left.plot(*exact, color="black", lw=2, label=EXACT_SOLUTION)
     for i, (label, solution) in enumerate(curves.items()):
         left.plot(times, solution, "o--", ms=2.5, color=plt.cm.tab10((i + 4) % 10), lw=1, label=label)
-    left.set(title="Solutions of dy/dt = y - e^(t/2) sin(5t)/2 + 5 e^(t/2) cos(5t), y(0) = 0", xlabel="t", ylabel="y(t)")
+    # Two short lines: the equation on one line ran into the right panel.
+    left.set(title=f"Solutions of the test equation\n{TEST_EQUATION}", xlabel="t", ylabel="y(t)")
+    left.legend(fontsize=7)
     for i, (method, group) in enumerate(table.groupby("method", sort=False)):
         right.loglog(group["nfe"], group["max_abs_error"].clip(lower=1e-17), "o-", ms=4,
                      color=plt.cm.tab20(i % 20), label=method)
     # A diverged solver (explicit_adams at large steps reaches 1e14) would flatten every other line.
     right.set_ylim(top=min(right.get_ylim()[1], 1e3))
-    right.set(title="Accuracy against cost (points: step sizes or tolerances)", xlabel="NFE",
-              ylabel="maximum absolute error on the output grid (cut at 1e3)")
+    right.set(title="Accuracy against cost\n(points: step sizes or tolerances)", xlabel="NFE",
+              ylabel="max. absolute error on the output grid (cut at 1e3)")
+    right.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
     for ax in (left, right):
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
     return save_figure(fig, out_dir, "solver_accuracy")

@@ -44,22 +44,74 @@ def _mean_band(ax, frames: list[pd.DataFrame], column: str, scale: float, color:
         ax.fill_between(x, values.min(0), values.max(0), color=color, alpha=0.2, linewidth=0)
 
 
+def _epochs(groups: list[tuple[str, str, list[pd.DataFrame]]]) -> int:
+    """Return the most epochs that every seed of some row reached (what the longest curve spans)."""
+    return max(min(len(f) for f in frames) for _, _, frames in groups)
+
+
+def _curves(ax, groups: list[tuple[str, str, list[pd.DataFrame]]], column: str, scale: float) -> None:
+    """Plot each row's per-epoch column against the epoch, one colour per model, on integer epoch
+    ticks; neighbouring rows get different line styles, so that curves lying on each other (two
+    models' equal NFE, two settings of one model) still show."""
+    for i, (model, label, frames) in enumerate(groups):
+        _mean_band(ax, frames, column, scale, model_colour(model, i), label, ["-", "--", ":", "-."][i % 4])
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _single_epoch_dots(ax, groups: list[tuple[str, str, list[pd.DataFrame]]], column: str, scale: float,
+                       digits: int) -> None:
+    """Plot each row's value after its one epoch as a labelled dot, rows side by side, with a bar from
+    the lowest to the highest seed: a curve of one point per row says nothing against an epoch axis."""
+    for i, (model, label, frames) in enumerate(groups):
+        values = np.array([f[column].iloc[0] * scale for f in frames], dtype=float)
+        mean = values.mean()
+        ax.errorbar([i], [mean], yerr=[[mean - values.min()], [values.max() - mean]], fmt="o", ms=6, capsize=4,
+                    color=model_colour(model, i), label=label)
+        ax.annotate(f"{mean:.{digits}f}", (i, mean), xytext=(8, 0), textcoords="offset points", va="center", fontsize=8)
+    ax.set_xticks(range(len(groups)), [label for _, label, _ in groups], rotation=30 if len(groups) > 5 else 0,
+                  fontsize=8)
+    ax.set_xlim(-0.6, len(groups) - 0.4)
+    ax.set_xlabel("after the only epoch")
+    ax.margins(y=0.15)
+
+
+def _per_epoch_panel(ax, groups: list[tuple[str, str, list[pd.DataFrame]]], column: str, scale: float,
+                     digits: int) -> None:
+    """Draw a per-epoch column of every row: curves against the epoch, or dots by row where no row
+    has a second epoch (the quick preset's one epoch), which its tick labels name."""
+    if _epochs(groups) == 1:
+        _single_epoch_dots(ax, groups, column, scale, digits)
+    else:
+        _curves(ax, groups, column, scale)
+    ax.grid(alpha=0.3)
+
+
+def _legend_of_curves(ax, groups: list[tuple[str, str, list[pd.DataFrame]]]) -> None:
+    """Add a legend where the panel holds curves; dots by row are named by their ticks."""
+    if _epochs(groups) > 1:
+        ax.legend(fontsize=8)
+
+
+def _seed_note(groups: list[tuple[str, str, list[pd.DataFrame]]]) -> str:
+    """Return what a figure's points and bands are, for its title."""
+    shape = "bar" if _epochs(groups) == 1 else "band"
+    return f"mean over seeds; {shape}: lowest to highest seed"
+
+
 def accuracy_figure(run_set: RunSet, out_dir: Path) -> list[Path]:
-    """Train and test accuracy per epoch, one panel each: mean over seeds, band = min..max."""
+    """Train and test accuracy per epoch, one panel each: mean over seeds, band = min..max; after a
+    single epoch, one dot per row instead."""
     groups = _curve_groups(run_set)
     if not groups:
         return []
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
-    for i, (model, label, frames) in enumerate(groups):
-        style = ["-", "--", ":", "-."][sum(1 for g in groups[:i] if g[0] == model) % 4]
-        for ax, column in zip(axes, ("train_acc", "test_acc")):
-            _mean_band(ax, frames, column, 100, model_colour(model, i), label, style)
-    for ax, title in zip(axes, ("training accuracy (on the training batches)", "test accuracy")):
-        ax.set(title=title, xlabel="epoch", ylabel="accuracy (%)")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=8)
-    fig.suptitle("mean over seeds; band: lowest to highest seed", fontsize=9)
+    for ax, column, title in zip(axes, ("train_acc", "test_acc"),
+                                 ("training accuracy (on the training batches)", "test accuracy")):
+        _per_epoch_panel(ax, groups, column, 100, 2)
+        ax.set(title=title, ylabel="accuracy (%)")
+    _legend_of_curves(axes[1], groups)  # one legend for both panels
+    fig.suptitle(_seed_note(groups), fontsize=9)
     return save_figure(fig, out_dir, "accuracy")
 
 
@@ -69,13 +121,10 @@ def nfe_epoch_figure(run_set: RunSet, out_dir: Path) -> list[Path]:
     if not groups:
         return []
     fig, ax = plt.subplots(figsize=(6, 4.2))
-    for i, (model, label, frames) in enumerate(groups):
-        _mean_band(ax, frames, "nfe_forward", 1, model_colour(model, i), label, ["-", "--", ":", "-."][i % 4])
-    ax.set(title="NFE forward during training (Fig. 3d)", xlabel="epoch",
+    _per_epoch_panel(ax, groups, "nfe_forward", 1, 1)
+    ax.set(title=f"NFE forward during training (Fig. 3d)\n{_seed_note(groups)}",
            ylabel="NFE forward (mean per training batch)")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    _legend_of_curves(ax, groups)
     return save_figure(fig, out_dir, "nfe_forward_per_epoch")
 
 

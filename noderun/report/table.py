@@ -10,10 +10,18 @@ import pandas as pd
 from noderun.plotting.registry import is_ode_model, model_label, model_rank
 from noderun.report.collect import REFERENCE_PREFIX, RunSet
 from noderun.report.paper import paper_table1
+from noderun.report.table1_tex import paper_layout
 
 NUMERIC_COLUMNS = ("test_error_mean", "test_error_std", "params_m", "nfe_forward", "nfe_backward",
-                   "train_time_per_epoch_s", "peak_memory_mb", "paper_test_error", "diff_test_error", "paper_params_m",
-                   "train_time_s")
+                   "train_time_per_epoch_s", "saved_mb", "peak_memory_mb", "paper_test_error", "diff_test_error",
+                   "paper_params_m", "train_time_s")
+# Text columns of a row that are no config value.
+TEXT_COLUMNS = ("model", "seeds", "peak_memory_kind", "paper_memory", "paper_time")
+# What each peak_memory_kind in summary.json measures, as a column header says it.
+PEAK_HEADERS = {"cuda_max_allocated": "peak MiB (CUDA allocator)", "cpu_max_rss": "peak RSS MiB (process, CPU)"}
+# The kind's short name beside each peak when a table's runs mix kinds.
+PEAK_SHORT = {"cuda_max_allocated": "CUDA", "cpu_max_rss": "RSS"}
+SAVED_HEADER = "saved for backward (MiB)"
 # What a preset's `reference:` block (a seed document's own figures) puts beside ours.
 REFERENCE_COLUMNS = ("reference_error", "reference_train_time_s", "reference_source")
 
@@ -41,12 +49,20 @@ def column_mean(runs: pd.DataFrame, column: str) -> float:
     return float(pd.to_numeric(runs[column], errors="coerce").mean()) if column in runs else math.nan
 
 
+def peak_kind(runs: pd.DataFrame) -> str:
+    """Return the runs' peak_memory_kind, kinds joined by '+' where they differ ('?' where none says)."""
+    kinds = runs["peak_memory_kind"].dropna().astype(str) if "peak_memory_kind" in runs else pd.Series(dtype=str)
+    return "+".join(sorted(kinds.unique())) or "?"
+
+
 def table1(run_set: RunSet) -> pd.DataFrame:
     """Return one row per model and combination of varying config values, in the paper's model order.
 
     Means are over the completed runs of a row (its seeds); std is the sample standard deviation
-    (n - 1), empty for a single run. Time is training seconds per epoch; memory the mean of the runs'
-    peak_memory_mb.
+    (n - 1), empty for a single run. Time is training seconds per epoch. Memory is the mean of the runs'
+    saved_mb (what autograd keeps for the backward pass of one training step: Table 1's memory, NaN
+    for runs that did not measure it) and, beside it, of their peak_memory_mb, whose meaning
+    depends on the device (peak_memory_kind).
     """
     done = run_set.completed
     if done.empty:
@@ -68,7 +84,9 @@ def table1(run_set: RunSet) -> pd.DataFrame:
             "nfe_backward": column_mean(group, "nfe_backward") if ode else math.nan,
             "train_time_per_epoch_s": float((group["train_time_s"] / group["epochs_done"]).mean()),
             "train_time_s": float(group["train_time_s"].mean()),
+            "saved_mb": column_mean(group, "saved_mb"),
             "peak_memory_mb": float(group["peak_memory_mb"].mean()),
+            "peak_memory_kind": peak_kind(group),
             "paper_test_error": paper.get("test_error", math.nan),
             "diff_test_error": float(group["test_error"].mean()) - paper.get("test_error", math.nan),
             "paper_params_m": paper.get("params_m", math.nan),
@@ -88,20 +106,45 @@ def _fmt(value: float, digits: int = 2) -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
+def config_columns(table: pd.DataFrame) -> list[str]:
+    """Return the table's columns that hold a config value telling its rows apart."""
+    return [c for c in table.columns if c not in (*NUMERIC_COLUMNS, *TEXT_COLUMNS, *REFERENCE_COLUMNS)]
+
+
+def peak_kinds(table: pd.DataFrame) -> list[str]:
+    """Return every peak_memory_kind among the table's rows, sorted."""
+    return sorted(set("+".join(table["peak_memory_kind"]).split("+")))
+
+
+def peak_header(kinds: list[str]) -> str:
+    """Return the peak memory column's header, which says what the device's peak measures."""
+    if len(kinds) > 1:
+        return "peak MiB (mixed: " + ", ".join(PEAK_SHORT.get(k, k) for k in kinds) + ")"
+    return PEAK_HEADERS.get(kinds[0], f"peak MiB ({kinds[0]})")
+
+
+def peak_cell(row: pd.Series, mixed: bool) -> str:
+    """Return a row's peak memory, with its kind beside it where the table's runs mix kinds."""
+    kind = "+".join(PEAK_SHORT.get(k, k) for k in row["peak_memory_kind"].split("+"))
+    return _fmt(row["peak_memory_mb"], 0) + (f" ({kind})" if mixed else "")
+
+
 def display_rows(table: pd.DataFrame) -> list[dict[str, str]]:
-    """Return the table's rows as the strings shown in Markdown and LaTeX."""
-    config_columns = [c for c in table.columns if c not in NUMERIC_COLUMNS
-                      and c not in ("model", "seeds", "paper_memory", "paper_time", *REFERENCE_COLUMNS)]
+    """Return the table's rows as the strings shown in Markdown."""
+    settings = config_columns(table)
+    kinds = peak_kinds(table)
+    peak, mixed = peak_header(kinds), len(kinds) > 1
     rows = []
     for _, r in table.iterrows():
         error = _fmt(r["test_error_mean"]) + ("" if math.isnan(r["test_error_std"]) else f" ± {_fmt(r['test_error_std'])}")
-        row = {"model": r["model"], **{c: "-" if pd.isna(r[c]) else str(r[c]) for c in config_columns}}
+        row = {"model": r["model"], **{c: "-" if pd.isna(r[c]) else str(r[c]) for c in settings}}
         row.update({
             "seeds": str(r["seeds"]), "test error (%)": error, "paper (%)": _fmt(r["paper_test_error"]),
             "diff (pp)": "-" if math.isnan(r["diff_test_error"]) else f"{r['diff_test_error']:+.2f}",
             "params (M)": _fmt(r["params_m"], 3), "paper params (M)": _fmt(r["paper_params_m"]),
             "NFE-F": _fmt(r["nfe_forward"], 1), "NFE-B": _fmt(r["nfe_backward"], 1),
-            "train s/epoch": _fmt(r["train_time_per_epoch_s"], 1), "peak memory (MiB)": _fmt(r["peak_memory_mb"], 0),
+            "train s/epoch": _fmt(r["train_time_per_epoch_s"], 1), SAVED_HEADER: _fmt(r["saved_mb"], 1),
+            peak: peak_cell(r, mixed),
             "paper memory": r["paper_memory"], "paper time": r["paper_time"],
         })
         if "reference_error" in table.columns:  # a seed document's preset: its figures beside ours
@@ -120,29 +163,14 @@ def markdown(rows: list[dict[str, str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(row[h] for h in headers) + " |" for row in rows])
 
 
-def _tex_escape(text: str) -> str:
-    for char, escaped in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
-                          ("~", r"\textasciitilde{}"), ("±", r"$\pm$"), ("L̃", r"$\tilde{L}$")):
-        text = text.replace(char, escaped)
-    return text
-
-
-def latex(rows: list[dict[str, str]]) -> str:
-    """Return display rows as a LaTeX tabular (booktabs rules)."""
-    headers = list(rows[0])
-    lines = [r"\begin{tabular}{l" + "r" * (len(headers) - 1) + "}", r"\toprule",
-             " & ".join(_tex_escape(h) for h in headers) + r" \\", r"\midrule"]
-    lines += [" & ".join(_tex_escape(row[h]) for h in headers) + r" \\" for row in rows]
-    return "\n".join(lines + [r"\bottomrule", r"\end{tabular}"]) + "\n"
-
-
 def write_table1(table: pd.DataFrame, out_dir: Path) -> str:
-    """Write table1.csv (numbers), table1.md and table1.tex; return the Markdown table."""
+    """Write table1.csv (numbers), table1.md (every column) and table1.tex (the paper's columns);
+    return the Markdown table."""
     table.round(4).to_csv(out_dir / "table1.csv", index=False)
     rows = display_rows(table)
     text = markdown(rows)
     (out_dir / "table1.md").write_text(text + "\n")
-    (out_dir / "table1.tex").write_text(latex(rows))
+    (out_dir / "table1.tex").write_text(paper_layout(table, config_columns(table)))
     return text
 
 

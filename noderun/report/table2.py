@@ -11,7 +11,8 @@ import pandas as pd
 from noderun.plotting.registry import model_label, model_rank
 from noderun.report.collect import RunSet
 from noderun.report.paper import paper_rmse
-from noderun.report.table import column_mean, latex, markdown, sample_std
+from noderun.report.table import column_mean, markdown, sample_std
+from noderun.report.tex import latex
 
 # What else a row is told apart by, so that runs with other solvers or sizes are not averaged together.
 ROW_KEYS = ("model", "solver", "rtol", "adjoint", "n_points", "train_size")
