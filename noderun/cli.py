@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -58,15 +59,26 @@ def main() -> None:
     """Entry point of the `noderun` command: a mistake in the command line is said in one line
     (exit 2) before Hydra starts anything."""
     args = sys.argv[1:]
+    # Until a run's own lifecycle takes over the signals, SIGTERM ends the command as Ctrl-C does: with
+    # one line and exit 130 (nothing has been recorded yet, so there is nothing to mark interrupted).
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
-        checked_overrides(args)
-        command = parsed_command(args)
-        if not command.shows_only:
-            check_output_dirs(list(command.overrides))
-    except UserError as err:
-        print(f"noderun: error: {err}", file=sys.stderr)
-        sys.exit(2)
-    _app()
+        try:
+            checked_overrides(args)
+            command = parsed_command(args)
+            if not command.shows_only:
+                check_output_dirs(list(command.overrides))
+        except UserError as err:
+            print(f"noderun: error: {err}", file=sys.stderr)
+            sys.exit(2)
+        _app()
+    except KeyboardInterrupt:
+        print("noderun: interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"received signal {signum}")
 
 
 if __name__ == "__main__":

@@ -45,8 +45,6 @@ EXIT_OK, EXIT_FAILED, EXIT_USER_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 # the run key, so they may differ between a run and its resumption.
 NOT_IN_KEY = ("resume", "paths", "device", "threads", "trainer.progress", "trainer.measure_step",
               "dataset.root", "dataset.sources", "dataset.download_timeout_s")
-# Keys that may differ when a run is resumed by its directory: more epochs continue it.
-MAY_GROW = ("trainer.epochs",)
 
 
 @dataclass(frozen=True)
@@ -195,40 +193,49 @@ def _now() -> str:
 
 
 class RunLock:
-    """A lock file in a run directory: one process at a time runs it. A lock whose process is gone
-    (killed, crashed, or on another machine's reboot) is taken over."""
+    """A lock file in a run directory: one process at a time runs it.
+
+    The lock appears with its holder already written in it (a hard link to a complete file, which
+    fails if a lock exists), so no other process ever reads it half-written. A lock whose process is
+    gone from this machine is taken over; one held on another machine (a cluster node) cannot be
+    checked from here, so the refusal names the file to delete once that process is known to be gone.
+    """
 
     def __init__(self, run_dir: Path):
         self.path = run_dir / LOCK_FILE
+        self.mine = f"{socket.gethostname()} {os.getpid()}\n"
         self.held = False
 
     def acquire(self) -> None:
-        """Take the lock, or raise UserError naming the live process that holds it."""
-        mine = f"{socket.gethostname()} {os.getpid()}\n"
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                holder = self._live_holder()
-                if holder:
-                    raise UserError(f"{self.path.parent.resolve()} is being run by process {holder} right now; wait for it "
-                                    f"to end (or stop it) before resuming it") from None
-                self.path.unlink(missing_ok=True)  # stale: its process is gone
-                continue
-            with os.fdopen(fd, "w") as handle:
-                handle.write(mine)
-            self.held = True
-            return
-        raise UserError(f"could not take the lock {self.path}; another process keeps taking it")
+        """Take the lock, or raise UserError naming the process that holds it and the lock file."""
+        draft = self.path.with_name(f"{LOCK_FILE}.{os.getpid()}.tmp")
+        draft.write_text(self.mine)
+        try:
+            for _ in range(3):
+                try:
+                    os.link(draft, self.path)
+                except FileExistsError:
+                    holder = self._live_holder()
+                    if holder:
+                        raise UserError(f"{self.path.parent.resolve()} is being run by process {holder} (lock file "
+                                        f"{self.path.resolve()}); wait for it to end, or delete the lock file if "
+                                        f"that process is gone") from None
+                    self.path.unlink(missing_ok=True)  # stale: its process is gone
+                    continue
+                self.held = True
+                return
+        finally:
+            draft.unlink(missing_ok=True)
+        raise UserError(f"could not take the lock {self.path}; other processes keep taking it")
 
     def _live_holder(self) -> str | None:
         try:
             host, pid = self.path.read_text().split()
             pid_number = int(pid)
         except (OSError, ValueError):
-            return None  # half-written or garbage: its writer died before finishing it
+            return None  # garbage: no noderun process wrote it
         if host != socket.gethostname():
-            return f"{pid} on {host}"  # cannot tell from here; do not take it over
+            return f"{pid} on {host}"
         try:
             os.kill(pid_number, 0)
         except ProcessLookupError:
@@ -238,9 +245,13 @@ class RunLock:
         return pid
 
     def release(self) -> None:
-        """Remove the lock if this process holds it."""
+        """Remove the lock if this process holds it (and it is still this process's)."""
         if self.held:
-            self.path.unlink(missing_ok=True)
+            try:
+                if self.path.read_text() == self.mine:
+                    self.path.unlink()
+            except OSError:
+                pass
             self.held = False
 
 
@@ -260,6 +271,7 @@ class RunRecorder:
         self.device = device
         self.rows: list[dict[str, Any]] = list(state.get("rows", [])) if state else []
         self._state = state
+        self.wrote = False  # whether this process has written into the run directory yet
 
     def restored(self) -> dict[str, Any] | None:
         """Return the state the experiment saved with its last checkpoint when this run resumes, else None;
@@ -267,10 +279,32 @@ class RunRecorder:
         latent ODE samples from them), so the run goes on exactly as an uninterrupted one would. Call it
         once, after building the model."""
         if self._state and "rng_cpu" in self._state:
-            torch.set_rng_state(self._state["rng_cpu"])
-            if self._state.get("rng_cuda") is not None and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all(self._state["rng_cuda"])
+            with self._refusing_a_misfit():
+                torch.set_rng_state(self._state["rng_cpu"])
+                if self._state.get("rng_cuda") is not None and torch.cuda.is_available():
+                    torch.cuda.set_rng_state_all(self._state["rng_cuda"])
         return self._state
+
+    def restore(self, **modules: Any) -> bool:
+        """Load the last checkpoint's state into each named module or optimizer (model=..., optimizer=...)
+        and the random number generators (see `restored`) when this run resumes; return whether it did.
+        A checkpoint whose state does not fit is refused with one line naming it (UserError), before
+        anything is written into the run directory."""
+        state = self.restored()
+        if not state:
+            return False
+        with self._refusing_a_misfit():
+            for name, module in modules.items():
+                module.load_state_dict(state[name])
+        return True
+
+    @contextmanager
+    def _refusing_a_misfit(self) -> Iterator[None]:
+        try:
+            yield
+        except Exception as err:  # a planted or foreign checkpoint: missing keys, wrong shapes or types
+            raise UserError(f"cannot resume: {self.run_dir / LAST_CHECKPOINT} does not fit this run "
+                            f"({type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''})") from None
 
     def _full_state(self, state: dict[str, Any]) -> dict[str, Any]:
         """Return `state` with what every checkpoint carries: the rows so far, the run's key config and
@@ -282,6 +316,7 @@ class RunRecorder:
     def update(self, **fields: Any) -> None:
         """Add the experiment's own numbers to summary.json and write it."""
         self.summary.update(fields)
+        self.wrote = True
         with signals_deferred():
             write_summary(self.run_dir, self.summary)
 
@@ -291,6 +326,7 @@ class RunRecorder:
         `best`; then rewrite metrics.csv and the summary with `fields`."""
         self.rows.append(row)
         full = self._full_state(state)
+        self.wrote = True
         with signals_deferred():
             if best:
                 save_checkpoint(self.run_dir / BEST_CHECKPOINT, {**full, "optimizer": None})
@@ -301,6 +337,7 @@ class RunRecorder:
 
     def checkpoint(self, state: dict[str, Any]) -> None:
         """Save `state` as last.pt without a metrics row (progress inside an experiment that has no epochs)."""
+        self.wrote = True
         with signals_deferred():
             save_checkpoint(self.run_dir / LAST_CHECKPOINT, self._full_state(state))
 
@@ -308,6 +345,7 @@ class RunRecorder:
         """Write a text file or a table (CSV) into the run directory in one step and list it in the summary."""
         path = self.run_dir / name
         text = content.to_csv(index=False) if isinstance(content, pd.DataFrame) else content
+        self.wrote = True
         with signals_deferred():
             write_text_atomically(path, text)
         self.add_files(name)
@@ -332,8 +370,8 @@ def _resume_target(cfg: DictConfig, run_dir: Path, key: str, key_cfg: dict[str, 
     """Return (the earlier run directory to continue in, its summary), or (None, None) to start afresh.
 
     resume=true finds the newest run with the same run key under paths.output_root; resume=DIR takes
-    that run if its key config differs from this one only in MAY_GROW keys (refused in one line
-    naming the keys otherwise)."""
+    that run if its key config is this one's (refused in one line naming the keys that differ: even
+    trainer.epochs, since the learning rate's decay points are fractions of the run)."""
     if cfg.resume in (False, None, "false"):
         return None, None
     if cfg.resume is True or cfg.resume == "true":
@@ -344,13 +382,10 @@ def _resume_target(cfg: DictConfig, run_dir: Path, key: str, key_cfg: dict[str, 
         raise UserError(f"resume={cfg.resume}: no run directory there (no {SUMMARY_FILE}); pass resume=true to find "
                         f"the run with this config, or the path of a run directory")
     summary = _previous_summary(path)
-    differ = [k for k in differing_keys(summary.get("key_config") or {}, key_cfg) if k not in MAY_GROW]
+    differ = differing_keys(summary["key_config"], key_cfg)
     if differ:
         raise UserError(f"resume={path} refused: that run was made with a different config ({', '.join(differ[:8])}"
-                        f"{', ...' if len(differ) > 8 else ''}); only {', '.join(MAY_GROW)} may change on resume")
-    if int(cfg.trainer.epochs) < int(summary.get("epochs_done") or 0):
-        raise UserError(f"resume={path} refused: trainer.epochs={cfg.trainer.epochs} is fewer than the "
-                        f"{summary['epochs_done']} epochs it already did")
+                        f"{', ...' if len(differ) > 8 else ''}); resume it with the config it was made with")
     return path, summary
 
 
@@ -360,6 +395,11 @@ def _previous_summary(run_dir: Path) -> dict[str, Any]:
         summary = read_summary(run_dir)
     except BrokenRecord as err:
         raise UserError(f"cannot resume {run_dir}: {err}") from None
+    expected = {"key_config": dict, "resumed": list, "epochs_done": int}
+    wrong = [k for k, kind in expected.items() if not isinstance(summary.get(k), kind) or isinstance(summary.get(k), bool)]
+    if wrong:
+        raise UserError(f"cannot resume {run_dir}: {run_dir / SUMMARY_FILE} is not one noderun wrote "
+                        f"({', '.join(wrong)} missing or of the wrong type)")
     return summary
 
 
@@ -381,7 +421,7 @@ def _restored_state(run_dir: Path, summary: dict[str, Any], key_cfg: dict[str, A
             except BrokenRecord:
                 pass
         raise UserError(f"cannot resume: {err}{hint}") from None
-    differ = [k for k in differing_keys(state.get("key_config") or {}, key_cfg) if k not in MAY_GROW]
+    differ = differing_keys(state.get("key_config") if isinstance(state.get("key_config"), dict) else {}, key_cfg)
     if differ or not isinstance(state.get("rows"), list):
         raise UserError(f"cannot resume: {path} belongs to another config ({', '.join(differ[:8]) or 'no rows'})")
     return state
@@ -394,11 +434,11 @@ def run_experiment(cfg: DictConfig, run_dir: Path, experiments: Mapping[str, Exp
     summary = initial_summary(cfg, None, None, overrides)
     target = run_dir
     lock: RunLock | None = None
-    started = False
+    running: RunRecorder | None = None
     extra_log: list[logging.Handler] = []
 
     def work() -> int:
-        nonlocal target, lock, summary, started
+        nonlocal target, lock, summary, running
         entry = experiments.get(str(cfg.task))
         if entry is None:
             raise UserError(f"unknown task {cfg.task!r}; choose one of: {', '.join(experiments)}")
@@ -413,7 +453,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path, experiments: Mapping[str, Exp
         previous, previous_summary = _resume_target(cfg, run_dir, key, key_cfg)
         if previous is not None:
             write_run_link(run_dir, previous)  # so a sweep's report still finds the run it stands for
-            if previous_summary.get("status") == "completed" and previous_summary.get("epochs") == summary["epochs"]:
+            if previous_summary.get("status") == "completed":
                 log.info("resume: this run already completed in %s; nothing to do", previous)
                 return EXIT_OK
             target = previous
@@ -423,24 +463,31 @@ def run_experiment(cfg: DictConfig, run_dir: Path, experiments: Mapping[str, Exp
         if previous is not None and entry.trains:
             state = _restored_state(previous, previous_summary, key_cfg, device)
         if previous is not None:
+            for leftover in previous.glob(".*.tmp"):  # a killed process's half-written files
+                leftover.unlink(missing_ok=True)
             # The experiment's own numbers so far carry over: a run killed after its last epoch's record
             # resumes with no epoch left to do and must still end with them.
             summary.update({k: v for k, v in previous_summary.items() if k not in summary},
                            epochs_done=len(state["rows"]) if state else 0, started=previous_summary.get("started"),
+                           time_s=previous_summary.get("time_s"),
                            resumed=[*previous_summary.get("resumed", []), _now()])
             extra_log.append(_log_also_to(previous / "noderun.log"))
             log.info("resume: continuing the run in %s%s", previous,
                      f" from epoch {len(state['rows'])}" if state else " from the start")
         summary["device"] = str(device)
         recorder = RunRecorder(cfg, target, summary, device, state)
-        started = True
-        with signals_deferred():
-            write_summary(target, summary)
+        if previous is None:
+            with signals_deferred():
+                write_summary(target, summary)
+        # A resumed run's record is first rewritten once the experiment has taken its checkpoint's state
+        # (RunRecorder.restore): a checkpoint that does not fit is refused with the record as it was.
+        running = recorder
         return _timed(entry, cfg, recorder)
 
     def finish(status: str, reason: str | None, code: int, user_error: bool = False) -> int:
         # A refusal before the run started writes nothing: an earlier run's record stays as it was.
-        record_end(target, summary if (started or target == run_dir) else {}, status, reason, user_error)
+        writes = target == run_dir or (running is not None and running.wrote)
+        record_end(target, summary if writes else {}, status, reason, user_error)
         return code
 
     try:
@@ -456,9 +503,9 @@ def run_experiment(cfg: DictConfig, run_dir: Path, experiments: Mapping[str, Exp
 
 def _timed(entry: ExperimentEntry, cfg: DictConfig, recorder: RunRecorder) -> int:
     """Run the experiment, then record it completed with its wall time."""
-    start = time.perf_counter()
+    start, before = time.perf_counter(), recorder.summary.get("time_s") or 0  # before: earlier sittings'
     entry.run(cfg, recorder)
-    recorder.summary["time_s"] = round(time.perf_counter() - start, 2)
+    recorder.summary["time_s"] = round(before + time.perf_counter() - start, 2)
     record_end(recorder.run_dir, recorder.summary, "completed", None)
     log.info("%s completed in %.1f s; written to %s", cfg.task, recorder.summary["time_s"], recorder.run_dir)
     return EXIT_OK

@@ -73,6 +73,15 @@ def finished_rnn(tmp_path) -> Path:
     return run_dir
 
 
+@pytest.fixture
+def stopped_rnn(finished_rnn) -> Path:
+    """The same run as a signal after its last epoch's record leaves it: not yet completed."""
+    summary = read_summary(finished_rnn)
+    summary.update(status="interrupted", reason="received signal 15")
+    (finished_rnn / "summary.json").write_text(json.dumps(summary))
+    return finished_rnn
+
+
 # --- hostile and broken checkpoints -------------------------------------------------------------
 
 def test_a_planted_checkpoint_is_refused_without_running_it(tmp_path):
@@ -86,11 +95,12 @@ def test_a_planted_checkpoint_is_refused_without_running_it(tmp_path):
     assert marker.exists()
 
 
-def test_resume_refuses_a_planted_checkpoint_and_leaves_the_record(finished_rnn, tmp_path, capsys):
+def test_resume_refuses_a_planted_checkpoint_and_leaves_the_record(stopped_rnn, tmp_path, capsys):
+    finished_rnn = stopped_rnn
     marker = tmp_path / "pwned"
     _plant(finished_rnn / "last.pt", marker)
     before = (finished_rnn / "summary.json").read_text()
-    code, _ = _run([*TINY_RNN, "trainer.epochs=3", f"resume={finished_rnn}"], tmp_path / "out", "second")
+    code, _ = _run([*TINY_RNN, f"resume={finished_rnn}"], tmp_path / "out", "second")
     assert code == EXIT_USER_ERROR and not marker.exists()
     lines = _lines(capsys.readouterr().err)
     assert len(lines) == 1 and "last.pt" in lines[0], lines
@@ -108,11 +118,12 @@ def test_the_tolerance_task_and_bench_refuse_a_planted_checkpoint(tmp_path):
     assert not marker.exists()
 
 
-def test_a_truncated_checkpoint_is_refused_in_one_line_and_the_record_kept(finished_rnn, tmp_path, capsys):
+def test_a_truncated_checkpoint_is_refused_in_one_line_and_the_record_kept(stopped_rnn, tmp_path, capsys):
+    finished_rnn = stopped_rnn
     last = finished_rnn / "last.pt"
     last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
     before = {name: (finished_rnn / name).read_bytes() for name in ("summary.json", "metrics.csv")}
-    code, _ = _run([*TINY_RNN, "trainer.epochs=3", f"resume={finished_rnn}"], tmp_path / "out", "second")
+    code, _ = _run([*TINY_RNN, f"resume={finished_rnn}"], tmp_path / "out", "second")
     assert code == EXIT_USER_ERROR
     lines = _lines(capsys.readouterr().err)
     assert len(lines) == 1 and str(last) in lines[0], lines
@@ -133,12 +144,38 @@ def test_resume_by_directory_refuses_another_config(finished_rnn, tmp_path, caps
     assert (finished_rnn / "summary.json").read_text() == before
 
 
-def test_resume_by_directory_may_extend_the_epochs(finished_rnn, tmp_path):
-    code, _ = _run([*TINY_RNN, "trainer.epochs=3", f"resume={finished_rnn}"], tmp_path / "out", "second")
-    assert code == EXIT_OK
-    summary = read_summary(finished_rnn)
-    assert summary["status"] == "completed" and summary["epochs_done"] == 3 and len(summary["resumed"]) == 1
-    assert [r["epoch"] for r in _rows(finished_rnn)] == ["1", "2", "3"]
+@pytest.mark.parametrize("epochs", [3, 1])
+def test_resume_by_directory_refuses_other_epochs(stopped_rnn, tmp_path, capsys, epochs):
+    """The lr's decay points are fractions of the run: more or fewer epochs is another computation."""
+    before = (stopped_rnn / "summary.json").read_text()
+    code, _ = _run([*TINY_RNN, f"trainer.epochs={epochs}", f"resume={stopped_rnn}"], tmp_path / "out", "second")
+    assert code == EXIT_USER_ERROR
+    lines = _lines(capsys.readouterr().err)
+    assert len(lines) == 1 and "trainer.epochs" in lines[0], lines
+    assert (stopped_rnn / "summary.json").read_text() == before
+
+
+def test_a_checkpoint_that_does_not_fit_is_refused_and_the_record_kept(stopped_rnn, tmp_path, capsys):
+    """A best.pt copied over last.pt (no optimizer), or a state with the run's key config but no weights."""
+    state = load_checkpoint(stopped_rnn / "last.pt")
+    torch.save({**state, "optimizer": None}, stopped_rnn / "last.pt")
+    before = {name: (stopped_rnn / name).read_bytes() for name in ("summary.json", "metrics.csv")}
+    code, _ = _run([*TINY_RNN, f"resume={stopped_rnn}"], tmp_path / "out", "second")
+    assert code == EXIT_USER_ERROR
+    lines = _lines(capsys.readouterr().err)
+    assert len(lines) == 1 and "last.pt does not fit" in lines[0], lines
+    assert {name: (stopped_rnn / name).read_bytes() for name in before} == before
+
+
+@pytest.mark.parametrize("field, value", [("epochs_done", "x"), ("resumed", 5), ("key_config", "abc")])
+def test_a_summary_with_wrong_types_is_refused_in_one_line(stopped_rnn, tmp_path, capsys, field, value):
+    summary = read_summary(stopped_rnn)
+    summary[field] = value
+    (stopped_rnn / "summary.json").write_text(json.dumps(summary))
+    code, _ = _run([*TINY_RNN, f"resume={stopped_rnn}"], tmp_path / "out", "second")
+    assert code == EXIT_USER_ERROR
+    lines = _lines(capsys.readouterr().err)
+    assert len(lines) == 1 and "summary.json" in lines[0] and field in lines[0], lines
 
 
 def test_resume_true_of_a_completed_run_trains_nothing(finished_rnn, tmp_path):

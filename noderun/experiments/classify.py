@@ -35,6 +35,7 @@ def run(cfg: DictConfig, rec: RunRecorder) -> None:
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, solver_spec(cfg)).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+    rec.restore(model=model, optimizer=optimizer)
     rec.update(**_model_fields(cfg, entry.is_ode), params=count_parameters(model), train_size=len(data.train),
                val_size=len(data.val) if data.val is not None else 0, test_size=len(data.test),
                data_source=data.source,
@@ -42,10 +43,6 @@ def run(cfg: DictConfig, rec: RunRecorder) -> None:
     log.info("model %s: %d parameters (%.3f M); data %s from %s: %d train, %d val, %d test; device %s",
              cfg.model.name, rec.summary["params"], rec.summary["params"] / 1e6, cfg.dataset.name, data.source,
              len(data.train), rec.summary["val_size"], len(data.test), device)
-    state = rec.restored()
-    if state:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
     counter = NFECounter(model)
     num_batches = -(-len(data.train) // t.batch_size)
     padding = cfg.dataset.crop_padding if cfg.dataset.augment else 0

@@ -131,10 +131,7 @@ def run(cfg: DictConfig, rec: RunRecorder) -> None:
     torch.manual_seed(seed)
     model = build_model(cfg.model, solver_spec(cfg)).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=float(t.lr))
-    state = rec.restored()
-    if state:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+    rec.restore(model=model, optimizer=optimizer)
     counter = NFECounter(model)
     ode = entry.is_ode
     rec.update(model=cfg.model.name, n_obs=int(cfg.dataset.n_obs), n_points=data.n_points,
