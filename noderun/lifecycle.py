@@ -438,7 +438,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path, experiments: Mapping[str, Exp
     extra_log: list[logging.Handler] = []
 
     def work() -> int:
-        nonlocal target, lock, summary, running
+        nonlocal target, lock, running
         entry = experiments.get(str(cfg.task))
         if entry is None:
             raise UserError(f"unknown task {cfg.task!r}; choose one of: {', '.join(experiments)}")

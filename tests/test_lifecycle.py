@@ -20,7 +20,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 import noderun
-from conftest import NODERUN, SMALL, error_lines, run_noderun
+from conftest import NODERUN, error_lines, run_noderun
 from noderun.experiments import EXPERIMENTS
 from noderun.lifecycle import (EXIT_INTERRUPTED, EXIT_OK, EXIT_USER_ERROR, Interrupted, RunLock, run_experiment,
                                signals_deferred)

@@ -15,8 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import pandas as pd
 import torch

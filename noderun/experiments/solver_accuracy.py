@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import math
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -92,7 +91,7 @@ def markdown_table(table: pd.DataFrame, t_end: float) -> str:
 
 def run(cfg: DictConfig, rec: RunRecorder) -> None:
     """Write solver_accuracy.csv and .md (errors and NFE per solver) and the figure."""
-    run_dir, device, summary = rec.run_dir, rec.device, rec.summary
+    run_dir, summary = rec.run_dir, rec.summary
     from noderun.plotting.tasks import solver_accuracy_figure  # matplotlib only once needed
 
     settings = task_settings(cfg)
