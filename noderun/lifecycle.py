@@ -403,7 +403,7 @@ def _previous_summary(run_dir: Path) -> dict[str, Any]:
     return summary
 
 
-def _restored_state(run_dir: Path, summary: dict[str, Any], key_cfg: dict[str, Any], device: torch.device) -> dict | None:
+def _restored_state(run_dir: Path, key_cfg: dict[str, Any], device: torch.device) -> dict | None:
     """Return the state in run_dir's last.pt (None when it has none), or raise UserError naming a broken
     or foreign checkpoint; the run's own records are left as they are."""
     path = run_dir / LAST_CHECKPOINT
@@ -461,7 +461,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path, experiments: Mapping[str, Exp
         lock.acquire()
         state = None
         if previous is not None and entry.trains:
-            state = _restored_state(previous, previous_summary, key_cfg, device)
+            state = _restored_state(previous, key_cfg, device)
         if previous is not None:
             for leftover in previous.glob(".*.tmp"):  # a killed process's half-written files
                 leftover.unlink(missing_ok=True)

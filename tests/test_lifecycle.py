@@ -6,13 +6,16 @@ spirals: no MNIST); the slow ones drive the real `noderun` command and kill it."
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
+import pickletools
 import random
 import signal
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -43,7 +46,7 @@ class _CreatesFile:
 
 
 def _plant(path: Path, marker: Path) -> None:
-    """Write a real torch checkpoint whose loading with weights_only=False would create `marker`."""
+    """Write a real torch checkpoint whose unpickling (a load that admits objects) would create `marker`."""
     torch.save({"model": _CreatesFile(marker), "rows": []}, path)
 
 
@@ -90,9 +93,19 @@ def test_a_planted_checkpoint_is_refused_without_running_it(tmp_path):
     with pytest.raises(BrokenRecord, match="last.pt"):
         load_checkpoint(tmp_path / "last.pt")
     assert not marker.exists()
-    # the same file with weights_only=False would have run (this is what the check guards against)
-    torch.load(tmp_path / "last.pt", weights_only=False)
-    assert marker.exists()
+    # The file really is hostile: its pickle calls Path.touch on the marker when unpickled (read with
+    # pickletools, which executes nothing).
+    calls = _pickle_calls(tmp_path / "last.pt")
+    assert "'pathlib Path'" in calls and "'touch'" in calls and f"'{marker.name}'" in calls and "REDUCE" in calls
+
+
+def _pickle_calls(path: Path) -> str:
+    """Return the disassembly of a torch checkpoint's pickle (its data.pkl), without executing it."""
+    with zipfile.ZipFile(path) as archive:
+        name = next(n for n in archive.namelist() if n.endswith("data.pkl"))
+        out = io.StringIO()
+        pickletools.dis(archive.read(name), out=out)
+    return out.getvalue()
 
 
 def test_resume_refuses_a_planted_checkpoint_and_leaves_the_record(stopped_rnn, tmp_path, capsys):
