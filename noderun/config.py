@@ -472,7 +472,8 @@ def solver_spec(cfg: DictConfig) -> SolverSpec:
              "a whole number >= 1 or null")
     return validate_solver(SolverSpec(method=s.method, rtol=s.rtol, atol=s.atol, step_size=step_size,
                                       adjoint_norm=s.get("adjoint_norm", "default"),
-                                      scipy_method=s.get("scipy_method"), max_num_steps=max_num_steps))
+                                      scipy_method=s.get("scipy_method"), max_num_steps=max_num_steps,
+                                      path=s.get("path", "torchdiffeq")))
 
 
 def _check_model_and_solver(cfg: DictConfig) -> None:

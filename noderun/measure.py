@@ -201,6 +201,9 @@ class HostReads(TorchDispatchMode):
 
 
 _STEP_CALLBACKS = ("callback_step", "callback_accept_step", "callback_reject_step")
+# The device path (noderun.solve) cannot say on the host whether it accepted a step without reading
+# the decision: it passes the decision on as a device tensor, to this callback, after callback_step.
+_DECIDED = "callback_step_decided"
 
 
 def _solved_dynamics(model: nn.Module) -> list[tuple[CountedDynamics, SolverSpec]]:
@@ -216,7 +219,9 @@ def _supported_callbacks(spec: SolverSpec) -> tuple[str, ...]:
     # callback_step (every step is taken), the SciPy wrapper none, adaptive RK solvers all three.
     if spec.method == "scipy_solver":
         return ()
-    return _STEP_CALLBACKS[:1] if spec.fixed_grid else _STEP_CALLBACKS
+    if spec.fixed_grid:
+        return _STEP_CALLBACKS[:1]
+    return (_STEP_CALLBACKS[0], _DECIDED) if spec.path == "device" else _STEP_CALLBACKS
 
 
 class SolverSteps:
@@ -230,7 +235,10 @@ class SolverSteps:
     dynamics module for the block and removes them after (putting back any the module had set on
     itself). The callbacks read no tensor values, so the computation is exactly the one without them
     (the same host reads, tested). The SciPy wrapper calls no callbacks: its steps
-    count 0.
+    count 0. On the device path (noderun.solve) an adaptive solver passes each decision as a device
+    tensor to `callback_step_decided` instead; those are kept and summed, reading them, only when
+    `accepted` or `rejected` is looked at (after the block, so HostReads inside it counts nothing of
+    this).
 
     Given a HostReads, it also notes that counter's count as each step starts (`marks`), so that the
     reads of the solver's loop can be told from those before the first step and after the last:
@@ -241,8 +249,9 @@ class SolverSteps:
         self.solves = _solved_dynamics(model)
         self.reads = reads
         self.steps = {"forward": 0, "backward": 0}
-        self.accepted = {"forward": 0, "backward": 0}
-        self.rejected = {"forward": 0, "backward": 0}
+        self._accepted = {"forward": 0, "backward": 0}
+        self._rejected = {"forward": 0, "backward": 0}
+        self._decisions: dict[str, list[torch.Tensor]] = {"forward": [], "backward": []}
         self.marks: dict[str, list[int]] = {"forward": [], "backward": []}
         self._previous: list[tuple[nn.Module, str, object]] = []
 
@@ -265,6 +274,20 @@ class SolverSteps:
                 setattr(dynamics, attribute, previous)
         self._previous = []
 
+    @property
+    def accepted(self) -> dict[str, int]:
+        """Steps accepted, by direction."""
+        return {d: self._accepted[d] + self._decided(d) for d in self._accepted}
+
+    @property
+    def rejected(self) -> dict[str, int]:
+        """Steps rejected, by direction."""
+        return {d: self._rejected[d] + len(self._decisions[d]) - self._decided(d) for d in self._rejected}
+
+    def _decided(self, direction: str) -> int:
+        decisions = self._decisions[direction]
+        return int(torch.stack(decisions).sum()) if decisions else 0
+
     def loop_reads_per_step(self, direction: str) -> float | None:
         """Return the mean host reads from the start of one step to the start of the next: one pass
         of the solver's loop (the step, the loop's own test, the step-size update), without what the
@@ -274,17 +297,19 @@ class SolverSteps:
         return (marks[-1] - marks[0]) / (len(marks) - 1) if len(marks) >= 2 else None
 
     def _callback(self, name: str, direction: str, fixed_grid: bool):
-        def count(t0, y0, dt) -> None:
-            if name == "callback_step":
+        def count(t0, y0, dt, accepted: torch.Tensor | None = None) -> None:
+            if name == _DECIDED:
+                self._decisions[direction].append(accepted.detach())
+            elif name == "callback_step":
                 self.steps[direction] += 1
                 if fixed_grid:
-                    self.accepted[direction] += 1
+                    self._accepted[direction] += 1
                 if self.reads is not None:
                     self.marks[direction].append(self.reads.count)
             elif name == "callback_accept_step":
-                self.accepted[direction] += 1
+                self._accepted[direction] += 1
             else:
-                self.rejected[direction] += 1
+                self._rejected[direction] += 1
 
         return count
 

@@ -1,12 +1,14 @@
-"""Solver choice and integration: the one place that calls torchdiffeq.
+"""Solver choice and integration: the one place that calls torchdiffeq or noderun's device path.
 
-Model code holds a SolverSpec and calls `integrate`; which torchdiffeq entry point, options and
-adjoint options that means is decided here.
+Model code holds a SolverSpec and calls `integrate`; which solve path (`SolverSpec.path`: torchdiffeq,
+or noderun.solve's device-side step control), entry point, options and adjoint options that means is
+decided here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -14,16 +16,22 @@ from torchdiffeq import odeint, odeint_adjoint
 from torchdiffeq._impl.odeint import SOLVERS
 from torchdiffeq._impl.solvers import FixedGridODESolver
 
+from noderun import solve
 from noderun.errors import UserError
 
 METHODS = tuple(sorted(SOLVERS))
 FIXED_GRID_METHODS = tuple(m for m in METHODS if issubclass(SOLVERS[m], FixedGridODESolver))
 ADJOINT_NORMS = ("default", "seminorm")
+# torchdiffeq's solvers, or noderun's device-side step control (noderun.solve: the same steps, at most
+# one host read a step) for the methods it has.
+PATHS = ("torchdiffeq", "device")
+DEVICE_METHODS = solve.METHODS
 
 
 @dataclass(frozen=True)
 class SolverSpec:
-    """A torchdiffeq method with its tolerances (adaptive methods) or step size (fixed-grid ones)."""
+    """A torchdiffeq method with its tolerances (adaptive methods) or step size (fixed-grid ones), and
+    the solve path that runs it (`path`: torchdiffeq's solvers, or noderun's device-side loop)."""
 
     method: str = "dopri5"
     rtol: float = 1e-3
@@ -32,6 +40,7 @@ class SolverSpec:
     adjoint_norm: str = "default"
     scipy_method: str | None = None
     max_num_steps: int | None = None
+    path: str = "torchdiffeq"
 
     @property
     def fixed_grid(self) -> bool:
@@ -68,6 +77,11 @@ def validate_solver(spec: SolverSpec) -> SolverSpec:
         raise UserError(f"solver.max_num_steps={spec.max_num_steps} is invalid; use a whole number >= 1 or null")
     if spec.adjoint_norm not in ADJOINT_NORMS:
         raise UserError(f"solver.adjoint_norm={spec.adjoint_norm!r} is invalid; choose one of: {', '.join(ADJOINT_NORMS)}")
+    if spec.path not in PATHS:
+        raise UserError(f"solver.path={spec.path!r} is invalid; choose one of: {', '.join(PATHS)}")
+    if spec.path == "device" and spec.method not in DEVICE_METHODS:
+        raise UserError(f"solver.path=device has no {spec.method!r}; choose solver.path=torchdiffeq or one of: "
+                        f"{', '.join(DEVICE_METHODS)}")
     if spec.method == "scipy_solver":
         try:
             import scipy  # noqa: F401
@@ -76,8 +90,19 @@ def validate_solver(spec: SolverSpec) -> SolverSpec:
     return spec
 
 
-def integrate(func: nn.Module, y0: torch.Tensor, times: torch.Tensor, spec: SolverSpec, adjoint: bool) -> torch.Tensor:
-    """Solve dy/dt = func(t, y) from y0 at `times`; gradients by the adjoint method when `adjoint`."""
+def integrate(func: nn.Module, y0: torch.Tensor, times: torch.Tensor, spec: SolverSpec, adjoint: bool,
+              host_times: Sequence[float] | None = None) -> torch.Tensor:
+    """Solve dy/dt = func(t, y) from y0 at `times`; gradients by the adjoint method when `adjoint`.
+
+    `host_times`: the same times as Python floats, when the caller knows them; the device path then
+    reads nothing back from the device to lay its grid or tell the direction of time (without them it
+    copies `times` to the host once a solve). torchdiffeq's path does not use them."""
+    if spec.path == "device":
+        problem = solve.Problem(spec.method, spec.rtol, spec.atol, spec.step_size, spec.max_num_steps)
+        if adjoint:
+            return solve.adjoint_solve(problem, func, y0, times, seminorm=spec.adjoint_norm == "seminorm",
+                                       host_times=host_times)
+        return solve.forward_solve(problem, func, y0, times, host_times)
     if adjoint:
         return odeint_adjoint(func, y0, times, rtol=spec.rtol, atol=spec.atol, method=spec.method,
                               options=spec.options(), adjoint_options=spec.adjoint_options())

@@ -5,7 +5,8 @@ images, in this process, one after the other:
 
 - noderun: batches cut from tensors in memory (noderun.data.batches), noderun's model and solver
   options as the run's config would build them, noderun's Runge-Kutta stage arithmetic
-  (noderun.rk_stages, config key speed.rk_stages);
+  (noderun.rk_stages, config key speed.rk_stages); with --path device, noderun's device solve path
+  (noderun.solve, config key solver.path) instead of torchdiffeq's solvers;
 - baseline: the common way, torchvision's MNIST dataset with per-sample RandomCrop + ToTensor through
   a DataLoader, default memory format, torchdiffeq's default adjoint options and its own stage arithmetic.
 
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import os
 import platform
@@ -51,17 +53,17 @@ from noderun.train import evaluate, measure_step
 
 
 
-def model_config(name: str) -> tuple[Any, SolverSpec]:
-    """Return the model's config block and solver as `noderun model=NAME` composes them (its YAML's
-    defaults: ResNet's downsampling, RK-Net's rk4 at step 0.25, dopri5 at 1e-3 for the ODE-Net)."""
+def model_config(name: str, path: str = "torchdiffeq") -> tuple[Any, SolverSpec]:
+    """Return the model's config block and solver as `noderun model=NAME solver.path=PATH` composes them
+    (its YAML's defaults: ResNet's downsampling, RK-Net's rk4 at step 0.25, dopri5 at 1e-3 for the ODE-Net)."""
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=[f"model={name}"])
+        cfg = compose("config", overrides=[f"model={name}", f"solver.path={path}"])
     return cfg.model, solver_spec(cfg)
 
 
-def built(name: str) -> tuple[torch.nn.Module, SolverSpec]:
-    """Return the model `noderun model=NAME` trains, built from seed 0, and its solver."""
-    model_cfg, solver = model_config(name)
+def built(name: str, path: str = "torchdiffeq") -> tuple[torch.nn.Module, SolverSpec]:
+    """Return the model `noderun model=NAME solver.path=PATH` trains, built from seed 0, and its solver."""
+    model_cfg, solver = model_config(name, path)
     torch.manual_seed(0)
     return build_model(model_cfg, solver), solver
 # Issue 7's targets: noderun's step this much faster than the baseline's; the seminorm adjoint's NFE-B at
@@ -79,6 +81,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=128, help="batch size")
     parser.add_argument("--data", type=Path, default=Path(os.environ.get("NODERUN_DATA_DIR", "~/.cache/noderun/data")),
                         help="MNIST cache (as noderun's dataset.root)")
+    parser.add_argument("--path", choices=("torchdiffeq", "device"), default="torchdiffeq",
+                        help="noderun's solve path (config key solver.path); the baseline always uses torchdiffeq's")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]; on CUDA noderun's batches live on the GPU and the "
                         "baseline copies each DataLoader batch to it, as the common loop does")
@@ -247,9 +251,12 @@ def seminorm_ratio(root: Path, batch: int, device: torch.device, checkpoint: Pat
 
 def bench_model(name: str, args: argparse.Namespace) -> dict:
     """Return both loops' measurements for one model, from the same initial weights, interleaved."""
-    model, solver = built(name)
+    model, solver = built(name, args.path)
     model = model.to(args.device)
     twin = copy.deepcopy(model)
+    for module in twin.modules():  # the baseline solves with torchdiffeq, whichever path noderun's loop takes
+        if isinstance(getattr(module, "solver", None), SolverSpec):
+            module.solver = dataclasses.replace(module.solver, path="torchdiffeq")
     ours = Loop(model, noderun_batches(args.data, args.batch, args.warmup + args.steps, args.device), args.device,
                 noderun_stages=True)
     baseline = Loop(twin, baseline_loader(args.data, args.batch), args.device, noderun_stages=False)
@@ -342,6 +349,7 @@ def main() -> None:
     (args.out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
     table = markdown(results, attainable, seminorm)
     header = (f"{where}, {machine['torch_threads']} torch threads, torch {machine['torch']}; "
+              f"noderun's solve path {args.path}; "
               f"batch {args.batch}, median of {args.steps} steps after {args.warmup} warm-up; "
               f"attainable {attainable:.1f} GFLOP/s (the best of a 2048x2048 matmul, {limits['matmul_2048']:.1f}, and "
               f"the models' convolution shapes, forward+backward); loops interleaved step by step")

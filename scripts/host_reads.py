@@ -9,9 +9,10 @@ them from seed 0, one forward and one backward pass on one batch of seeded rando
 (noderun.measure.host_reads_per_step) give, per pass: NFE, solver steps (torchdiffeq's step
 callbacks), host reads, reads per evaluation, per step, and per pass of the solver's loop (reads from
 one step's start to the next's, without the solve's reads before its first step and after its last).
-torchdiffeq's own stage arithmetic is used (noderun's speed.rk_stages is off). Takes a few seconds.
+torchdiffeq's own stage arithmetic is used (noderun's speed.rk_stages is off). With --path device the
+same cases run on noderun's device solve path (noderun/solve, config key solver.path). Takes a few seconds.
 
-Example: python scripts/host_reads.py --batch 32 --seed 0
+Example: python scripts/host_reads.py --batch 32 --seed 0 --path device
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=32, help="images in the batch (default 32)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the images and labels (weights: seed 0)")
+    parser.add_argument("--path", choices=("torchdiffeq", "device"), default="torchdiffeq",
+                        help="the solve path (config key solver.path; default torchdiffeq)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (default 1: the counts do not need speed, and a busy machine's "
                              "spinning threads slow small solves down many times)")
@@ -61,21 +64,21 @@ def ratio(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
-def table(batch: int, seed: int) -> list[str]:
+def table(batch: int, seed: int, path: str = "torchdiffeq") -> list[str]:
     """Return the Markdown lines: a header naming the versions and the device, the table, the reads by operator."""
     generator = torch.Generator().manual_seed(seed)
     images = torch.rand(batch, 1, 28, 28, generator=generator)
     labels = torch.randint(0, 10, (batch,), generator=generator)
     lines = [f"CPU, {torch.get_num_threads()} torch thread(s), torch {torch.__version__}, torchdiffeq "
              f"{torchdiffeq.__version__}; one batch of {batch} random 28x28 images (seed {seed}), weights "
-             f"from seed 0; torchdiffeq's own stage arithmetic",
+             f"from seed 0; torchdiffeq's own stage arithmetic; solve path {path}",
              "",
              "| model | solver | gradients | pass | NFE | steps (accepted + rejected) | host reads "
              "| reads / NFE | reads / step | reads / loop pass |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     by_op = []
     for label, gradients, overrides in CASES:
-        model, solver = built(overrides)
+        model, solver = built([*overrides, f"solver.path={path}"])
         measured = host_reads_per_step(model, images, labels)
         for direction in ("forward", "backward"):
             steps = measured[f"steps_{direction}"]
@@ -96,7 +99,7 @@ def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
     with stage_arithmetic(False):
-        print("\n".join(table(args.batch, args.seed)))
+        print("\n".join(table(args.batch, args.seed, args.path)))
 
 
 if __name__ == "__main__":

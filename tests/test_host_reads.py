@@ -3,8 +3,8 @@
 On a GPU each read is a host-device synchronisation. The solve-path work aims at no more than one
 read per step for adaptive methods and none for fixed grids, forward and in the adjoint's backward
 solve; these tests pin down the counter and what torchdiffeq 0.2.5 reads today, the figures that
-path must beat. `host_reads_per_step` (noderun.measure) measures a model; a test of the new path can
-call it the same way and assert the targets.
+path must beat. `host_reads_per_step` (noderun.measure) measures a model; tests/test_device_solve.py
+calls it the same way on noderun's device path (solver.path=device) and asserts the targets.
 """
 
 from __future__ import annotations

@@ -71,6 +71,7 @@ def _model_fields(cfg: DictConfig, is_ode: bool) -> dict[str, Any]:
             "step_size": s.get("step_size") if is_ode else None,
             "adjoint": bool(cfg.model.get("adjoint", False)) if is_ode else False,
             "adjoint_norm": s.get("adjoint_norm") if is_ode else None,
+            "solver_path": s.get("path", "torchdiffeq") if is_ode else None,
             "downsampling": cfg.model.get("downsampling")}
 
 

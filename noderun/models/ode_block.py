@@ -26,6 +26,8 @@ class ODEBlock(nn.Module):
         self.solver = solver
         self.adjoint = adjoint
         self.register_buffer("times", torch.tensor([0.0, t1]), persistent=False)
+        # The same times as Python floats: noderun's device solve path then reads nothing back from the device.
+        self.host_times = (0.0, float(t1))
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return integrate(self.dynamics, h, self.times, self.solver, adjoint=self.adjoint)[-1]
+        return integrate(self.dynamics, h, self.times, self.solver, adjoint=self.adjoint, host_times=self.host_times)[-1]
