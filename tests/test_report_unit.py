@@ -485,6 +485,8 @@ def test_table2_holds_both_models_beside_the_papers_rmse(good_table2):
     assert table.loc["rnn", "paper_rmse"] == MODELS["rnn"].paper[30]
     assert MODELS["latent_ode"].label in text and not_completed(out) == []
     assert (out / "spirals_nobs30.png").stat().st_size > 0
+    # The paper's Figure 8 (one test spiral, the models side by side) and every run's RMSE per epoch.
+    assert (out / "figure8.png").stat().st_size > 0 and (out / "table2_convergence.png").stat().st_size > 0
 
 
 BROKEN_TABLE2 = {
@@ -612,3 +614,4 @@ def test_no_model_name_is_written_into_the_report_or_plotting():
     assert len(paths) >= 8
     for path in paths:
         assert not re.search(rf"[\"']({names})[\"']", path.read_text()), path
+

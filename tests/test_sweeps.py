@@ -89,7 +89,7 @@ def sweep_jobs(hydra_cfg) -> list[dict[str, str]]:
 
 
 @pytest.mark.parametrize("preset, runs", [("table1", 12), ("table1_quick", 12), ("table1_rk4", 12),
-                                          ("tolerance_sweep", 15), ("table2", 18), ("table2_quick", 12)])
+                                          ("tolerance_sweep", 15), ("table2", 27), ("table2_quick", 9)])
 def test_presets_define_the_documented_sweeps(preset, runs):
     hydra_cfg = composed([f"experiment={preset}"], hydra_config=True).hydra
     jobs = sweep_jobs(hydra_cfg)

@@ -4,31 +4,45 @@ and the one-line refusals of models and datasets that do not go together."""
 from __future__ import annotations
 
 import math
+import re
 
 import pandas as pd
 import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import run_noderun, single_error_line
-from noderun.data.spirals import make_spirals
+from conftest import CONF_DIR, run_noderun, single_error_line
+from noderun.data.spirals import example_curves, make_spirals
+from noderun.errors import UserError
+from noderun.experiments.sequence import epoch_lr
+from noderun.models import build_model
 from noderun.records import read_summary
+from noderun.solvers import SolverSpec
 
-SPIRALS = {"name": "spirals", "n_spirals": 40, "n_points": 100, "n_obs": 30, "test_fraction": 0.1,
-           "noise_std": 0.1, "a": 0.5, "b": 0.2, "turns": 0.5}
+ARCHIMEDEAN = {"name": "spirals_archimedean", "n_spirals": 40, "n_points": 100, "n_obs": 30, "test_fraction": 0.1,
+               "noise_std": 0.1, "a": 0.5, "b": 0.2, "turns": 0.5}
+# torchdiffeq's example family as conf/dataset/spirals.yaml has it, made small.
+EXAMPLE = {**OmegaConf.to_container(OmegaConf.load(CONF_DIR / "dataset" / "spirals.yaml")), "n_spirals": 80,
+           "n_obs": 30, "test_fraction": 0.1}
 
 
-def test_spirals_turn_both_ways_and_are_observed_at_irregular_times():
-    d = OmegaConf.create(SPIRALS)
+def _turning(every: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
+    """Return the sign of the cross product of successive points about `centre` (N×2): which way each
+    curve turns."""
+    rel = every - centre.unsqueeze(1)
+    step = rel[:, 1:] - rel[:, :-1]
+    return torch.sign(rel[:, :-1, 0] * step[..., 1] - rel[:, :-1, 1] * step[..., 0])
+
+
+def test_archimedean_spirals_turn_both_ways_and_are_observed_at_irregular_times():
+    d = OmegaConf.create(ARCHIMEDEAN)
     data = make_spirals(d, seed=3)
     assert (len(data.train), len(data.test)) == (36, 4) and len(data.times) == 200
     every = torch.cat([data.train.clean, data.test.clean])
     clockwise = torch.cat([data.train.clockwise, data.test.clockwise])
     assert int(clockwise.sum()) == 20
-    # The sign of the cross product of successive points says which way a curve turns.
-    step = every[:, 1:] - every[:, :-1]
-    cross = every[:, :-1, 0] * step[..., 1] - every[:, :-1, 1] * step[..., 0]
-    assert ((cross < 0).all(1) == clockwise).all() and ((cross > 0).all(1) == ~clockwise).all()
+    turning = _turning(every, torch.zeros(40, 2))
+    assert ((turning < 0).all(1) == clockwise).all() and ((turning > 0).all(1) == ~clockwise).all()
     observed = data.train.observed
     assert observed.shape == (36, 30) and (observed.diff(dim=1) > 0).all() and int(observed.max()) < 100
     assert len({tuple(row.tolist()) for row in observed}) == 36  # each trajectory its own times
@@ -39,24 +53,115 @@ def test_spirals_turn_both_ways_and_are_observed_at_irregular_times():
     assert not torch.equal(make_spirals(d, seed=4).test.noisy, data.test.noisy)
 
 
-TINY = ["dataset.n_spirals=40", "dataset.test_fraction=0.1", "trainer.epochs=2", "trainer.batch_size=12",
-        "hydra.sweeper.params.seed=0"]
+def test_example_spirals_are_windows_of_torchdiffeqs_two_curves_with_the_next_points_as_target():
+    d = OmegaConf.create(EXAMPLE)
+    data = make_spirals(d, seed=5)
+    grid, counter, clock = example_curves(d)
+    assert len(grid) == 1000 and float(grid[-1]) == pytest.approx(6 * math.pi)
+    # The example's radii: 0.3 t counter-clockwise about (5, 0), 15 / (6 pi + 1 - t) clockwise about (-5, 0).
+    assert float((counter[500] - torch.tensor([5.0, 0.0])).norm()) == pytest.approx(0.3 * float(grid[500]), rel=1e-6)
+    assert float((clock[500] - torch.tensor([-5.0, 0.0])).norm()) == \
+        pytest.approx(15 / (6 * math.pi + 1 - float(grid[500])), rel=1e-6)
+    dt = float(grid[1])
+    assert len(data.times) == 200 and torch.allclose(data.times, torch.arange(200) * dt)
+    # A test spiral is 200 consecutive grid points (window, then target) from a start in [100, 800], so
+    # that its target lies inside the grid; a training spiral's window starts anywhere in [100, 900), as
+    # the example's do, and what would follow it past the grid's end is NaN.
+    starts = {}
+    for name, split in (("train", data.train), ("test", data.test)):
+        starts[name] = []
+        for i in range(len(split)):
+            curve = clock if split.clockwise[i] else counter
+            start = int((curve.float() - split.clean[i, 0]).norm(dim=-1).argmin())
+            inside = min(200, 1000 - start)
+            assert torch.allclose(split.clean[i, :inside], curve[start : start + inside].float(), atol=1e-5)
+            assert split.clean[i, inside:].isnan().all() and split.clean[i, :100].isfinite().all()
+            starts[name].append(start)
+    assert min(starts["test"]) >= 100 and max(starts["test"]) <= 800
+    assert min(starts["train"]) >= 100 and max(starts["train"]) > 800 and max(starts["train"]) < 900
+    every = torch.cat([data.train.clean[:, :100], data.test.clean[:, :100]])  # the windows (never NaN)
+    clockwise = torch.cat([data.train.clockwise, data.test.clockwise])
+    assert int(clockwise.sum()) == 40
+    centre = torch.where(clockwise.unsqueeze(1), torch.tensor([-5.0, 0.0]), torch.tensor([5.0, 0.0]))
+    turning = _turning(every, centre)
+    assert ((turning < 0).all(1) == clockwise).all() and ((turning > 0).all(1) == ~clockwise).all()
+    observed = data.test.observed
+    assert observed.shape == (8, 30) and (observed.diff(dim=1) > 0).all() and int(observed.max()) < 100
+    noise = data.train.noisy[:, :100] - data.train.clean[:, :100]
+    assert abs(float(noise.std()) - 0.1) < 0.01
+    assert torch.equal(make_spirals(OmegaConf.create({**EXAMPLE, "noise_std": 0.0}), seed=5).test.noisy,
+                       data.test.clean)
+    # Without train_starts_to_end the training windows start where the test windows do.
+    within = make_spirals(OmegaConf.create({**EXAMPLE, "n_spirals": 400, "train_starts_to_end": False}), seed=5)
+    assert within.train.clean.isfinite().all()
+
+
+@pytest.mark.parametrize("change, named", [
+    ({"n_grid": 250}, "dataset.n_grid=250"),
+    ({"t_end_pi": 0.0}, "dataset.t_end_pi=0.0"),
+    ({"noise_std": -0.1}, "dataset.noise_std=-0.1"),
+    ({"n_obs": 101}, "dataset.n_obs=101"),
+])
+def test_spiral_settings_that_cannot_make_spirals_are_refused_by_name(change, named):
+    with pytest.raises(UserError, match=re.escape(named)):
+        make_spirals(OmegaConf.create({**EXAMPLE, **change}), seed=0)
+
+
+def _inputs(n_obs: int = 6, batch: int = 3) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Return observations x (B×n×2) at sorted window indices `observed`, their times, and 20 times."""
+    generator = torch.Generator().manual_seed(0)
+    times = torch.arange(20, dtype=torch.float32) * 0.1
+    observed = torch.stack([torch.randperm(10, generator=generator)[:n_obs].sort().values for _ in range(batch)])
+    x = torch.randn(batch, n_obs, 2, generator=generator)
+    return x, times[observed], observed, times
+
+
+def test_the_plain_rnn_ignores_the_times_and_the_gap_rnn_and_the_latent_odes_encoder_read_them():
+    torch.manual_seed(0)
+    x, t, observed, times = _inputs()
+    models = {"rnn": build_model({"name": "rnn", "hidden": 25, "cell": "gru"}, SolverSpec()),
+              "rnn_gap": build_model({"name": "rnn_gap", "hidden": 25, "cell": "gru"}, SolverSpec()),
+              "latent_ode": build_model({"name": "latent_ode", "latent": 4, "rec_hidden": 25, "dyn_hidden": 20,
+                                         "dec_hidden": 20, "cell": "gru", "obs_std": 0.1, "adjoint": False},
+                                        SolverSpec())}
+    stretched = t * 1.5  # the same observations, further apart
+    changed = {}
+    for name, model in models.items():
+        before = model.predict(x, t, observed, times, 10)
+        after = model.predict(x, stretched, observed, times, 10)
+        assert before.shape == (3, 20, 2) and before[:, 10:].isfinite().all()  # every time after the window
+        changed[name] = not torch.allclose(before[:, 10:], after[:, 10:])
+    assert changed == {"rnn": False, "rnn_gap": True, "latent_ode": True}
+    # The plain RNN's only input is the observation: 2 inputs to its cell, against 3 with the gap.
+    assert models["rnn"].cell.input_size == 2 and models["rnn_gap"].cell.input_size == 3
+
+
+def test_the_lr_decays_from_lr_to_its_final_fraction_over_the_run():
+    assert epoch_lr(0.01, 0.1, 1, 5) == pytest.approx(0.01)
+    assert epoch_lr(0.01, 0.1, 5, 5) == pytest.approx(0.001)
+    assert epoch_lr(0.01, 0.1, 3, 5) == pytest.approx(0.01 * math.sqrt(0.1))
+    assert epoch_lr(0.01, 1.0, 4, 5) == 0.01 and epoch_lr(0.01, 0.1, 1, 1) == 0.01
+
+
+TINY = ["dataset.n_spirals=40", "dataset.test_fraction=0.1", "trainer.epochs=2", "trainer.passes_per_epoch=1",
+        "trainer.batch_size=12", "hydra.sweeper.params.seed=0"]
 
 
 @pytest.mark.slow
-def test_table2_quick_reports_both_models_beside_the_paper(tmp_path):
+def test_table2_quick_reports_the_three_models_beside_the_paper(tmp_path):
     result = run_noderun(["experiment=table2_quick", *TINY], tmp_path / "no-mnist-needed", tmp_path)
     assert result.returncode == 0, result.stderr
     sweep = next((tmp_path / "outputs" / "multirun").iterdir())
     table = pd.read_csv(sweep / "report" / "table2.csv")
-    assert sorted(zip(table.model, table.n_obs)) == sorted((m, n) for m in ("latent_ode", "rnn") for n in (30, 50, 100))
+    assert sorted(zip(table.model, table.n_obs)) == sorted((m, n) for m in ("latent_ode", "rnn", "rnn_gap")
+                                                           for n in (30, 50, 100))
     assert (table.seeds == 1).all() and table.rmse_mean.gt(0).all()
     assert table.set_index(["model", "n_obs"]).loc[("latent_ode", 30), "paper_rmse"] == 0.1642
     text = (sweep / "report" / "table2.md").read_text()
-    assert "0.3937" in text and "0.1346" in text and "Latent ODE" in text and "RNN" in text
+    assert "0.3937" in text and "0.1346" in text and "Latent ODE" in text and "RNN (time gap)" in text
     assert "Latent ODE" in result.stdout  # the sweep ends by printing the table
-    for n_obs in (30, 50, 100):
-        assert (sweep / "report" / f"spirals_nobs{n_obs}.png").stat().st_size > 20_000
+    for name in ("spirals_nobs30", "spirals_nobs50", "spirals_nobs100", "figure8", "table2_convergence"):
+        assert (sweep / "report" / f"{name}.png").stat().st_size > 20_000
     for summary_path in sweep.glob("*/summary.json"):
         run_dir = summary_path.parent
         summary = read_summary(run_dir)

@@ -21,7 +21,8 @@ class DatasetEntry:
 DATASETS: dict[str, DatasetEntry] = {
     "mnist": DatasetEntry("images", "MNIST handwritten digits, checksum-verified (sources.py)"),
     "fashion_mnist": DatasetEntry("images", "Fashion-MNIST, checksum-verified (sources.py)"),
-    "spirals": DatasetEntry("spirals", "Table 2's noisy 2-D spirals, irregularly observed (spirals.py)"),
+    "spirals": DatasetEntry("spirals", "Table 2's noisy 2-D spirals (torchdiffeq's example family), irregularly observed (spirals.py)"),
+    "spirals_archimedean": DatasetEntry("spirals", "noderun's earlier Archimedean spirals r = a + b*theta (spirals.py)"),
     "cubic": DatasetEntry("regression", "seed 002's h(x) = x^3 + 0.1x from noisy points (cubic.py)"),
     "ecg": DatasetEntry("heartbeats", "MIT-BIH heartbeats from the user's CSV files (ecg.py)"),
 }

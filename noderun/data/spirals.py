@@ -1,11 +1,22 @@
-"""Table 2's data: noisy 2-D Archimedean spirals, observed at irregular times (Chen et al. 2018, 5.1).
+"""Table 2's data: noisy 2-D spirals observed at irregular times (Chen et al. 2018, 5.1).
 
-Each spiral r = a + bθ is sampled at 2 × n_points equally spaced times t_k = k·dt, θ = θ₀ + k·dθ:
-the first n_points form the observation window, from which each trajectory keeps n_obs points drawn
-without replacement (irregular times); the n_points after it are the times to predict (the paper's
-"100 time points extending beyond those used for training"). Half the spirals turn counter-clockwise,
-half clockwise (the mirror image); θ₀, the start along the curve, is random. Everything is drawn
-from the run's seed.
+Two families, each a dataset (dataset=NAME):
+
+- `spirals` (the default): the family of torchdiffeq's examples/latent_ode.py (`generate_spiral2d`), the
+  only public generator, from the paper's authors' group. Two fixed curves on a grid of n_grid times
+  over [0, t_end_pi·π]: counter-clockwise r = a + b·t centred at (+centre, 0), clockwise
+  r = a + b·cw_scale/(t_end + 1 − t) centred at (−centre, 0). Each trajectory is a window of n_points
+  consecutive grid points starting at a uniformly drawn index, followed by the n_points grid points
+  after it (the prediction target); the start is drawn in [n_points, n_grid − 2·n_points] so that those
+  exist (the example draws in [n_points, n_grid − n_points) and has no target after the window).
+- `spirals_archimedean`: noderun's earlier family, r = a + bθ, θ = θ₀ + t, sampled at 2 × n_points equally
+  spaced times of which the first n_points cover `turns` turns; θ₀ random; clockwise ones mirrored.
+
+Both: half the spirals counter-clockwise, half clockwise; Gaussian noise of std noise_std on every
+point (the targets after the window are compared against the noiseless curve); each trajectory keeps
+n_obs of its n_points window points, drawn without replacement (irregular times, sorted); times are
+counted from the window's start (the dynamics do not depend on time); a seeded test_fraction of the
+spirals is held out. Everything is drawn from the run's seed.
 """
 
 from __future__ import annotations
@@ -17,7 +28,6 @@ import torch
 from omegaconf import DictConfig
 
 from noderun.errors import UserError
-
 
 @dataclass
 class SpiralSplit:
@@ -56,8 +66,8 @@ class Spirals:
         return self.times[: self.n_points]
 
 
-def validate_spiral_settings(d: DictConfig) -> None:
-    """Raise UserError naming the first dataset.* value that cannot make spirals."""
+def _check_common(d: DictConfig) -> None:
+    """Raise UserError naming the first dataset.* value shared by both families that cannot make spirals."""
     whole = {"n_spirals": 2, "n_points": 2, "n_obs": 1}
     for key, low in whole.items():
         value = d.get(key)
@@ -70,18 +80,86 @@ def validate_spiral_settings(d: DictConfig) -> None:
             round(d.test_fraction * d.n_spirals) >= d.n_spirals:
         raise UserError(f"dataset.test_fraction={d.test_fraction} is invalid; use a number between 0 and 1 that "
                         f"leaves both splits at least one of the {d.n_spirals} spirals")
-    for key in ("noise_std", "a"):
-        if not float(d[key]) >= 0:
-            raise UserError(f"dataset.{key}={d[key]} is invalid; use a number >= 0")
-    for key in ("b", "turns"):
-        if not float(d[key]) > 0:
-            raise UserError(f"dataset.{key}={d[key]} is invalid; use a number > 0")
+    if not float(d.noise_std) >= 0:
+        raise UserError(f"dataset.noise_std={d.noise_std} is invalid; use a number >= 0")
 
 
-def make_spirals(d: DictConfig, seed: int) -> Spirals:
-    """Return the spirals dataset.* describes, drawn from seed; the test split is the last
-    round(test_fraction · n_spirals) trajectories of a seeded shuffle."""
-    validate_spiral_settings(d)
+def validate_spiral_settings(d: DictConfig) -> None:
+    """Raise UserError naming the first dataset.* value that cannot make spirals of d.name's family."""
+    if d.name not in FAMILIES:
+        raise UserError(f"dataset.name={d.name} is invalid; choose one of: {', '.join(FAMILIES)}")
+    _check_common(d)
+    if d.name == "spirals":
+        if not isinstance(d.get("n_grid"), int) or d.n_grid < 3 * d.n_points:
+            raise UserError(f"dataset.n_grid={d.get('n_grid')} is invalid; use a whole number >= 3 x dataset.n_points "
+                            f"= {3 * d.n_points} (a window of n_points starts at index n_points or later and "
+                            f"n_points more follow it)")
+        if not isinstance(d.get("train_starts_to_end"), bool):
+            raise UserError(f"dataset.train_starts_to_end={d.get('train_starts_to_end')} is invalid; use true or false")
+        checks = {"t_end_pi": (0, False), "a": (0, True), "b": (0, False), "cw_scale": (0, False), "centre": (0, True)}
+    else:
+        checks = {"a": (0, True), "b": (0, False), "turns": (0, False)}
+    for key, (low, inclusive) in checks.items():
+        value = float(d[key])
+        if not (value >= low if inclusive else value > low):
+            raise UserError(f"dataset.{key}={d[key]} is invalid; use a number {'>=' if inclusive else '>'} {low}")
+
+
+def _observe(clean: torch.Tensor, clockwise: torch.Tensor, times: torch.Tensor, n_points: int, d: DictConfig,
+             generator: torch.Generator, n_test: int) -> Spirals:
+    """Add noise, draw each trajectory's observed window points; the first n_test trajectories are the
+    test split. (NaN points, past the end of the example's grid, stay NaN: no model reads them.)"""
+    n = len(clean)
+    noisy = clean + float(d.noise_std) * torch.randn(clean.shape, generator=generator)
+    observed = torch.stack([torch.randperm(n_points, generator=generator)[: int(d.n_obs)].sort().values
+                            for _ in range(n)])
+    every = SpiralSplit(clean, noisy, observed, clockwise)
+    return Spirals(times, n_points, every.subset(torch.arange(n_test, n)), every.subset(torch.arange(n_test)))
+
+
+def _test_count(d: DictConfig) -> int:
+    return round(float(d.test_fraction) * int(d.n_spirals))
+
+
+def example_curves(d: DictConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Return the grid times (n_grid) and the counter-clockwise and clockwise curves on it (n_grid×2 each)."""
+    t_end = float(d.t_end_pi) * math.pi
+    grid = torch.linspace(0, t_end, int(d.n_grid), dtype=torch.float64)
+    r_cc = float(d.a) + float(d.b) * grid
+    counter = torch.stack([r_cc * torch.cos(grid) + float(d.centre), r_cc * torch.sin(grid)], dim=1)
+    # The clockwise curve runs its angle z backwards from t_end + 1 (the example's "+1" keeps z > 0).
+    z = t_end + 1 - grid
+    r_cw = float(d.a) + float(d.b) * float(d.cw_scale) / z
+    clockwise = torch.stack([r_cw * torch.cos(z) - float(d.centre), r_cw * torch.sin(z)], dim=1)
+    return grid, counter, clockwise
+
+
+def example_spirals(d: DictConfig, seed: int) -> Spirals:
+    """Return torchdiffeq's example family (dataset=spirals), drawn from seed. A test spiral's window
+    starts in [n_points, n_grid − 2·n_points], so that the n_points grid points after it, its target,
+    exist. A training spiral's window starts where the example's do, in [n_points, n_grid − n_points),
+    when dataset.train_starts_to_end (else as the test spirals'): the training windows then cover the
+    whole curve, the stretch the test targets reach included; past the grid's end its points are NaN."""
+    generator = torch.Generator().manual_seed(seed)
+    n, n_points, n_grid = int(d.n_spirals), int(d.n_points), int(d.n_grid)
+    n_test = _test_count(d)
+    grid, counter, clock = example_curves(d)
+    test_last = n_grid - 2 * n_points
+    train_last = n_grid - n_points - 1 if bool(d.train_starts_to_end) else test_last
+    starts = torch.cat([torch.randint(n_points, test_last + 1, (n_test,), generator=generator),
+                        torch.randint(n_points, train_last + 1, (n - n_test,), generator=generator)])
+    # Half of each split turns each way.
+    clockwise = torch.cat([torch.arange(n_test) % 2 == 1, torch.arange(n - n_test) % 2 == 1])
+    nan = torch.full((2 * n_points, 2), float("nan"), dtype=grid.dtype)
+    counter, clock = torch.cat([counter, nan]), torch.cat([clock, nan])
+    index = starts.unsqueeze(1) + torch.arange(2 * n_points)
+    clean = torch.where(clockwise.view(n, 1, 1), clock[index], counter[index]).float()
+    times = (grid[: 2 * n_points] - grid[0]).float()
+    return _observe(clean, clockwise, times, n_points, d, generator, n_test)
+
+
+def archimedean_spirals(d: DictConfig, seed: int) -> Spirals:
+    """Return noderun's earlier family (dataset=spirals_archimedean), drawn from seed."""
     generator = torch.Generator().manual_seed(seed)
     n, n_points = int(d.n_spirals), int(d.n_points)
     # The window covers `turns` turns of the curve; dθ/dt = 1, so time and angle advance together.
@@ -93,10 +171,17 @@ def make_spirals(d: DictConfig, seed: int) -> Spirals:
     clockwise = torch.arange(n) % 2 == 1
     sign = torch.where(clockwise, -1.0, 1.0).unsqueeze(1)
     clean = torch.stack([radius * torch.cos(theta), sign * radius * torch.sin(theta)], dim=-1)
-    noisy = clean + float(d.noise_std) * torch.randn(clean.shape, generator=generator)
-    observed = torch.stack([torch.randperm(n_points, generator=generator)[: int(d.n_obs)].sort().values
-                            for _ in range(n)])
+    # A seeded shuffle picks the test spirals, so that both splits hold both directions.
     order = torch.randperm(n, generator=generator)
-    n_test = round(float(d.test_fraction) * n)
-    every = SpiralSplit(clean, noisy, observed, clockwise)
-    return Spirals(times, n_points, every.subset(order[n_test:]), every.subset(order[:n_test]))
+    clean, clockwise = clean[order], clockwise[order]
+    return _observe(clean, clockwise, times, n_points, d, generator, _test_count(d))
+
+
+FAMILIES = {"spirals": example_spirals, "spirals_archimedean": archimedean_spirals}
+
+
+def make_spirals(d: DictConfig, seed: int) -> Spirals:
+    """Return the spirals dataset.* describes (its name picks the family), drawn from seed, with
+    round(test_fraction · n_spirals) of them held out as the test split."""
+    validate_spiral_settings(d)
+    return FAMILIES[str(d.name)](d, seed)

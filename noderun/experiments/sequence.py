@@ -47,11 +47,14 @@ def batches(split: SpiralSplit, batch_size: int, generator: torch.Generator) -> 
 
 
 def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: Spirals, batch_size: int,
-                    generator: torch.Generator, counter: NFECounter) -> dict[str, float]:
-    """Run one epoch; return the mean loss and NFE per iteration. Raises TrainingFailure on a
-    loss that is not finite."""
+                    passes: int, seed: int, epoch: int, counter: NFECounter) -> dict[str, float]:
+    """Run one epoch of `passes` passes over the training spirals (each shuffled by its own seeded
+    generator, so a resumed run draws the same batches); return the mean loss and NFE per iteration.
+    Raises TrainingFailure on a loss that is not finite."""
     losses, nfe_f, nfe_b = [], [], []
-    for batch in batches(data.train, batch_size, generator):
+    every = (batch for p in range(passes) for batch in
+             batches(data.train, batch_size, epoch_generator(seed, (epoch - 1) * passes + p + 1)))
+    for batch in every:
         x, t = observations(batch, data.times)
         counter.take()
         loss = model.loss(x, t, batch.observed, data.window)
@@ -77,6 +80,11 @@ def predict_split(model: nn.Module, split: SpiralSplit, data: Spirals, batch_siz
         parts.append(model.predict(*observations(batch, data.times), batch.observed, data.times, data.n_points))
     model.train()
     return torch.cat(parts)
+
+
+def epoch_lr(lr: float, final: float, epoch: int, epochs: int) -> float:
+    """Return the learning rate of an epoch (1-based): lr decayed exponentially to final·lr at the last epoch."""
+    return lr * final ** ((epoch - 1) / max(epochs - 1, 1))
 
 
 def rmse(predicted: torch.Tensor, truth: torch.Tensor, mask: torch.Tensor) -> float | None:
@@ -125,6 +133,12 @@ def run(cfg: DictConfig, rec: RunRecorder) -> None:
     if entry is None or entry.table != 2:
         raise UserError(f"dataset=spirals takes a Table-2 model; choose one of: "
                         f"{', '.join(n for n, e in MODELS.items() if e.table == 2)}")
+    passes = int(t.passes_per_epoch)
+    if passes < 1:
+        raise UserError(f"trainer.passes_per_epoch={passes} is invalid; use a whole number >= 1")
+    if not 0 < float(t.lr_final) <= 1:
+        raise UserError(f"trainer.lr_final={t.lr_final} is invalid; use a fraction of trainer.lr in (0, 1] "
+                        f"(1: no decay)")
     data = make_spirals(cfg.dataset, seed)
     data = Spirals(data.times.to(device), data.n_points, data.train.to(device), data.test.to(device))
     torch.manual_seed(seed)
@@ -140,15 +154,19 @@ def run(cfg: DictConfig, rec: RunRecorder) -> None:
                peak_memory_kind="cuda_max_allocated" if device.type == "cuda" else "cpu_max_rss")
     predicted = None
     for epoch in range(len(rec.rows) + 1, int(t.epochs) + 1):
+        # Set from the epoch alone (not a scheduler's state), so a resumed run goes on where it stopped.
+        for group in optimizer.param_groups:
+            group["lr"] = epoch_lr(float(t.lr), float(t.lr_final), epoch, int(t.epochs))
         reset_peak_memory(device)
         start = time.perf_counter()
-        stats = train_one_epoch(model, optimizer, data, int(t.batch_size), epoch_generator(seed, epoch), counter)
+        stats = train_one_epoch(model, optimizer, data, int(t.batch_size), passes, seed, epoch, counter)
         wait_for(device)
         elapsed = time.perf_counter() - start
         counter.take()
         predicted = predict_split(model, data.test, data, int(t.eval_batch_size))
         errors = prediction_errors(predicted, data.test, data.n_points)
-        row = {"epoch": epoch, **stats,
+        row = {"epoch": epoch, "iterations": epoch * passes * math.ceil(len(data.train) / int(t.batch_size)),
+               "lr": optimizer.param_groups[0]["lr"], **stats,
                "nfe_forward_eval": counter.take() / math.ceil(len(data.test) / int(t.eval_batch_size)),
                **errors, "epoch_time_s": round(elapsed, 3), "peak_memory_mb": round(peak_memory_mb(device), 1)}
         rows = [*rec.rows, row]

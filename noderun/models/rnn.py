@@ -1,6 +1,8 @@
-"""Table 2's baseline (Chen et al. 2018, 5.1): an RNN that reads each observation with the time gap to
-the next one and predicts that next observation's mean and log-variance, trained on the Gaussian
-negative log-likelihood. Beyond the last observation it feeds back its own predictions."""
+"""Table 2's baselines (Chen et al. 2018, 5.1): an RNN that reads the observations in order and predicts
+the next observation's mean and log-variance, trained on the Gaussian negative log-likelihood; beyond
+the last observation it feeds back its own predictions. Two versions, as in the paper: the plain RNN
+(`rnn`, input the observation only, so it cannot know how far ahead the next one is) and the RNN whose
+input is concatenated with the time gap to the next observation (`rnn_gap`)."""
 
 from __future__ import annotations
 
@@ -12,17 +14,21 @@ from torch import nn
 from noderun.models.sequence import gaussian_log_likelihood, recurrent_cell
 
 
-class GapRNN(nn.Module):
-    """Input at each step: (x_i, t_{i+1} − t_i); output: mean and log-variance of x_{i+1}."""
+class SequenceRNN(nn.Module):
+    """Input at each step: x_i, and with `time_gap` also t_{i+1} − t_i; output: mean and log-variance of
+    x_{i+1}."""
 
-    def __init__(self, obs_dim: int = 2, hidden: int = 25, cell: str = "rnn"):
+    def __init__(self, obs_dim: int = 2, hidden: int = 25, cell: str = "rnn", time_gap: bool = True):
         super().__init__()
-        self.cell = recurrent_cell(cell, obs_dim + 1, hidden)
+        self.time_gap = time_gap
+        self.cell = recurrent_cell(cell, obs_dim + int(time_gap), hidden)
         self.head = nn.Linear(hidden, 2 * obs_dim)
 
     def step(self, x: torch.Tensor, gap: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Return (mean, log-variance, new hidden state) after reading x with the gap to the next time."""
-        h = self.cell(torch.cat([x, gap.unsqueeze(1)], dim=1), h)
+        """Return (mean, log-variance, new hidden state) after reading x (with the gap to the next time
+        when the model takes it; the plain RNN ignores `gap`)."""
+        inputs = torch.cat([x, gap.unsqueeze(1)], dim=1) if self.time_gap else x
+        h = self.cell(inputs, h)
         mean, log_var = self.head(h).chunk(2, dim=1)
         return mean, log_var, h
 
@@ -46,8 +52,9 @@ class GapRNN(nn.Module):
     def predict(self, x: torch.Tensor, t: torch.Tensor, observed: torch.Tensor, times: torch.Tensor,
                 n_window: int) -> torch.Tensor:
         """Return predictions at `times` (B×T×2): one step ahead at observations 2..n, then its own
-        roll-out at times[n_window:], after the observation window; NaN where it predicts nothing
-        (the first observation, unobserved times inside the window)."""
+        roll-out at times[n_window:], after the observation window, one step per time (the plain RNN
+        takes one step per time without being told the gap); NaN where it predicts nothing (the first
+        observation, unobserved times inside the window)."""
         out = x.new_full((x.shape[0], len(times), x.shape[2]), float("nan"))
         h = x.new_zeros(x.shape[0], self.cell.hidden_size)  # the state when there is one observation only
         rows = torch.arange(x.shape[0], device=x.device)
@@ -66,6 +73,11 @@ class GapRNN(nn.Module):
         return out
 
 
-def build(cfg: Mapping[str, Any], solver: Any = None) -> GapRNN:
-    """Return the registry's RNN baseline from its config block (it has no solver)."""
-    return GapRNN(hidden=int(cfg["hidden"]), cell=str(cfg["cell"]))
+def build(cfg: Mapping[str, Any], solver: Any = None) -> SequenceRNN:
+    """Return the registry's plain RNN (`rnn`, no time input) from its config block (it has no solver)."""
+    return SequenceRNN(hidden=int(cfg["hidden"]), cell=str(cfg["cell"]), time_gap=False)
+
+
+def build_gap(cfg: Mapping[str, Any], solver: Any = None) -> SequenceRNN:
+    """Return the registry's time-gap RNN (`rnn_gap`) from its config block (it has no solver)."""
+    return SequenceRNN(hidden=int(cfg["hidden"]), cell=str(cfg["cell"]), time_gap=True)

@@ -52,3 +52,43 @@ def spiral_figure(tables: dict[str, pd.DataFrame], n_obs: int, rmses: dict[str, 
     axes[0, 0].legend(fontsize=7, loc="best")
     fig.suptitle(f"Test spirals, {n_obs} observed points each: reconstruction (window) and extrapolation (after it)")
     return save_figure(fig, out_dir, name)
+
+
+def one_spiral_figure(tables: dict[str, pd.DataFrame], n_obs: int, rmses: dict[str, float | None], out_dir: Path,
+                      name: str = "figure8", trajectory: int = 0) -> list[Path]:
+    """The paper's Figure 8 layout: one test spiral (the same for every model: tables hold each model's
+    spiral_predictions.csv of the same seed), one panel per model side by side, each with the
+    observations, the truth, its reconstruction and its extrapolation; write out_dir/name.png/.pdf."""
+    models = [m for m in tables if not tables[m][tables[m].trajectory == trajectory].empty]
+    fig, axes = plt.subplots(1, len(models), figsize=(3.6 * len(models), 3.8), squeeze=False)
+    for column, model in enumerate(models):
+        ax = axes[0, column]
+        _draw_trajectory(ax, tables[model][tables[model].trajectory == trajectory], model, model_colour(model, column))
+        rmse = rmses.get(model)
+        ax.set_title(f"{model_label(model)}\nRMSE beyond window (all test spirals) "
+                     + (f"{rmse:.3f}" if rmse is not None else "-"), fontsize=9)
+    axes[0, 0].legend(fontsize=7, loc="best")
+    fig.suptitle(f"One test spiral, {n_obs} observed points of the window", fontsize=10)
+    return save_figure(fig, out_dir, name)
+
+
+def rmse_curve_figure(curves: list[tuple[str, int, pd.DataFrame]], out_dir: Path, name: str = "table2_convergence") -> list[Path]:
+    """Test RMSE beyond the window against epoch: one panel per observed-point count, one line per run
+    (model colour; curves holds (model, n_obs, metrics.csv) per run); write out_dir/name.png/.pdf."""
+    counts = sorted({n for _, n, _ in curves})
+    fig, axes = plt.subplots(1, len(counts), figsize=(4.2 * len(counts), 3.6), squeeze=False, sharey=True)
+    for column, n_obs in enumerate(counts):
+        ax, labelled = axes[0, column], set()
+        for index, (model, n, metrics) in enumerate(curves):
+            if n != n_obs:
+                continue
+            ax.plot(metrics.epoch, metrics.test_rmse, color=model_colour(model, index), lw=1,
+                    label=None if model in labelled else model_label(model))
+            labelled.add(model)
+        ax.set_yscale("log")
+        ax.set_title(f"{n_obs} observed points", fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0, 0].set_ylabel("test RMSE beyond the window")
+    axes[0, 0].legend(fontsize=8)
+    return save_figure(fig, out_dir, name)

@@ -33,6 +33,8 @@ TOLERANCE = CsvSpec("tolerance.csv", full=("tol", "nfe_forward", "forward_s", "n
                                            "nfe_forward_error_batch"), numeric=("block_error",))
 PREDICTIONS = CsvSpec(PREDICTIONS_FILE, full=("trajectory", "true_x", "true_y", "noisy_x", "noisy_y"),
                       numeric=("pred_x", "pred_y"), flags=("observed", "in_window"))
+# A time-series run's test RMSE per epoch (Table 2's convergence figure).
+SEQUENCE_METRICS = CsvSpec(METRICS_FILE, full=("epoch",), numeric=("test_rmse",))
 # A completed task's file for the figures, and whether the task always writes it (the spiral
 # predictions came later than Table 2's runs: older runs have none and are drawn without).
 TASK_TABLES = {"tolerance": (TOLERANCE, True), "timeseries": (PREDICTIONS, False)}
@@ -49,6 +51,7 @@ class RunSet:
     tasks: list[dict] = field(default_factory=list)  # each task's summary.json (scalars), with its run_dir
     varying: list[str] = field(default_factory=list)  # config keys that differ between completed runs
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)  # by run_dir: metrics.csv, tolerance.csv...
+    curves: dict[str, pd.DataFrame] = field(default_factory=dict)  # by run_dir: a time-series run's metrics.csv
 
     @property
     def completed(self) -> pd.DataFrame:
@@ -198,17 +201,20 @@ def read_run(run_dir: Path) -> tuple[dict, pd.DataFrame | None]:
 def collect_runs(paths: list[Path]) -> RunSet:
     """Read every run below the paths into a RunSet; a run that cannot be read is listed, not fatal."""
     run_dirs, unreadable = find_run_dirs(paths)
-    rows, tasks, tables = [], [], {}
+    rows, tasks, tables, curves = [], [], {}, {}
     for run_dir in run_dirs:
         try:
             record, table = read_run(run_dir)
+            if record.get("task") == "timeseries" and record.get("status") == "completed" and \
+                    (run_dir / METRICS_FILE).exists():
+                curves[str(run_dir)] = read_csv_table(run_dir, SEQUENCE_METRICS)
         except BrokenRun as err:
             unreadable.append((str(run_dir), str(err)))
             continue
         (rows if record.get("task", "train") == "train" else tasks).append(record)
         if table is not None:
             tables[str(run_dir)] = table
-    run_set = RunSet(runs=pd.DataFrame(rows), unreadable=unreadable, tasks=tasks, tables=tables)
+    run_set = RunSet(runs=pd.DataFrame(rows), unreadable=unreadable, tasks=tasks, tables=tables, curves=curves)
     run_set.varying = _varying_config_keys(run_set.completed)
     return run_set
 
