@@ -43,7 +43,7 @@ log = logging.getLogger("noderun")
 EXIT_OK, EXIT_FAILED, EXIT_USER_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 # Config keys that say where things are kept or how they are shown, not what is computed: left out of
 # the run key, so they may differ between a run and its resumption.
-NOT_IN_KEY = ("resume", "paths", "device", "threads", "trainer.progress", "trainer.measure_step",
+NOT_IN_KEY = ("resume", "caption", "paths", "device", "threads", "trainer.progress", "trainer.measure_step",
               "dataset.root", "dataset.sources", "dataset.download_timeout_s")
 
 

@@ -16,6 +16,11 @@ from noderun.data.batches import ImageSplit, evaluation_batches
 from noderun.measure import FlopCount, NFECounter, SavedTensorBytes, wait_for
 
 
+# The share of an epoch's steps whose mean loss is its `loss_end`: the epoch's mean lags behind a model
+# that learns fast within the epoch (a one-epoch run's mean is mostly its first steps).
+END_FRACTION = 0.1
+
+
 class TrainingFailure(Exception):
     """Training cannot go on (NaN loss, a solver that gave up); the run is recorded as failed."""
 
@@ -42,6 +47,7 @@ class TrainStats:
 
     loss: float
     accuracy: float
+    loss_end: float  # the mean over the epoch's last tenth of steps (END_FRACTION): where training ended
     nfe_forward: float
     nfe_backward: float
     time_s: float  # the training steps only: the measured step below is not in it
@@ -73,7 +79,8 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Ite
     """
     model.train()
     loss_fn = nn.CrossEntropyLoss()
-    sums = {"loss": 0.0, "correct": 0, "seen": 0, "nfe_f": 0, "nfe_b": 0}
+    sums = {"loss": 0.0, "correct": 0, "seen": 0, "nfe_f": 0, "nfe_b": 0, "end_loss": 0.0, "end_seen": 0}
+    end_from = num_batches - max(1, round(END_FRACTION * num_batches)) + 1  # first step of the last tenth
     batches = iter(batches)
     first = next(batches, None)
     if first is None:
@@ -95,6 +102,9 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Ite
         nfe_backward = counter.take()
         optimizer.step()
         sums["loss"] += loss.item() * len(labels)
+        if step >= end_from:
+            sums["end_loss"] += loss.item() * len(labels)
+            sums["end_seen"] += len(labels)
         sums["correct"] += int((logits.argmax(1) == labels).sum())
         sums["seen"] += len(labels)
         sums["nfe_f"] += nfe_forward
@@ -104,7 +114,8 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Ite
     wait_for(first[0].device)
     elapsed = time.perf_counter() - start
     seen, batches_done = max(sums["seen"], 1), max(num_batches, 1)
-    return TrainStats(sums["loss"] / seen, sums["correct"] / seen, sums["nfe_f"] / batches_done,
+    end_loss = sums["end_loss"] / sums["end_seen"] if sums["end_seen"] else math.nan
+    return TrainStats(sums["loss"] / seen, sums["correct"] / seen, end_loss, sums["nfe_f"] / batches_done,
                       sums["nfe_b"] / batches_done, elapsed, saved_bytes, flops)
 
 

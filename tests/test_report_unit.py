@@ -615,3 +615,15 @@ def test_no_model_name_is_written_into_the_report_or_plotting():
     for path in paths:
         assert not re.search(rf"[\"']({names})[\"']", path.read_text()), path
 
+
+def test_a_presets_caption_heads_table1_on_one_printable_line_with_what_the_runs_trained(tmp_path):
+    for name, model, seed, error in (("0", "mlp", 0, 10.0), ("1", "odenet", 0, 4.0), ("2", "odenet", 1, 5.0)):
+        config = train_config(model, seed) | {"caption": "A budget,\n  not the\x1b[2J protocol."}
+        write_run(tmp_path / name, train_summary(model, seed, error), metrics_rows(2, model in ODE, 0.9), config)
+    text, out = report_on(tmp_path)
+    line = "A budget, not the [2J protocol. Each run: 2 epochs of 256 training images, batch 64, lr 0.1."
+    assert f"{line}\n\n| model" in text and (out / "table1.md").read_text().startswith(f"{line}\n\n| model")
+    assert "caption" not in pd.read_csv(out / "table1.csv").columns  # no column of its own
+    train_run(tmp_path, "3", "odenet", 2, 4.5)  # a run without the preset's caption: the table has none
+    text, out = report_on(tmp_path)
+    assert "protocol" not in text and (out / "table1.md").read_text().startswith("| model")

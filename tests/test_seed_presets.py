@@ -56,13 +56,20 @@ def test_odenet_vs_resnet_trains_both_for_50_epochs_against_the_documents_accura
     assert dict(cfg.reference.error) == {"odenet": pytest.approx(100 - 99.58), "resnet": pytest.approx(100 - 99.52)}
 
 
-@pytest.mark.parametrize("preset, steps, epochs", [("quick", 125, 1), ("table1_quick", 125, 3)])
-def test_quick_presets_scale_the_reference_learning_rate_to_their_batch(preset, steps, epochs):
-    # "125 steps of batch 32 ... lr 0.025, the reference's 0.1 x 32/128", no augmentation
+@pytest.mark.parametrize("preset, steps, seeds", [("quick", 500, None), ("table1_quick", 1000, ["0", "1", "2"])])
+def test_quick_presets_train_one_augmented_epoch_at_the_reference_lr_scaled_to_their_batch(preset, steps, seeds):
+    # "one epoch of 16,000 (32,000) training images (500 (1,000) steps of batch 32 at lr 0.05, the
+    # reference's 0.1 scaled by the square root of 32/128, kept for the run; the reference's random-crop
+    # augmentation)"
     reference, cfg = composed([]).trainer, composed([f"experiment={preset}"])
-    assert cfg.trainer.lr == pytest.approx(reference.lr * cfg.trainer.batch_size / reference.batch_size)
-    assert cfg.dataset.train_size / cfg.trainer.batch_size == steps and cfg.trainer.epochs == epochs
-    assert not cfg.dataset.augment and swept(preset, "model") == models_of_table(1)
+    assert cfg.trainer.lr == pytest.approx(reference.lr * (cfg.trainer.batch_size / reference.batch_size) ** 0.5)
+    assert cfg.dataset.train_size / cfg.trainer.batch_size == steps and cfg.trainer.epochs == 1
+    assert cfg.trainer.epochs < cfg.trainer.lr_decay_min_epochs  # no decay inside the one epoch
+    assert cfg.dataset.augment and composed([]).dataset.crop_padding == cfg.dataset.crop_padding
+    params = composed([f"experiment={preset}"], hydra_config=True).hydra.sweeper.params
+    assert swept(preset, "model") == models_of_table(1) and (seeds is None) == ("seed" not in params)
+    assert seeds is None or swept(preset, "seed") == seeds
+    assert cfg.caption.startswith(f"experiment={preset}: a ") and "not the paper's protocol" in cfg.caption
 
 
 def test_tolerance_sweep_pairs_atol_with_rtol():

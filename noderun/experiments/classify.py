@@ -83,7 +83,8 @@ def _epoch_row(cfg: DictConfig, model, data: ImageData, counter: NFECounter, epo
     val_acc = evaluate(model, data.val, batch, counter)[0] if data.val is not None else None
     test_acc, nfe_eval, test_forward_s = evaluate(model, data.test, batch, counter)
     row = {
-        "epoch": epoch + 1, "lr": lr, "train_loss": round(stats.loss, 6), "train_acc": round(stats.accuracy, 6),
+        "epoch": epoch + 1, "lr": lr, "train_loss": round(stats.loss, 6),
+        "train_loss_end": round(stats.loss_end, 6), "train_acc": round(stats.accuracy, 6),
         "val_acc": None if val_acc is None else round(val_acc, 6), "test_acc": round(test_acc, 6),
         "nfe_forward": round(stats.nfe_forward, 4), "nfe_backward": round(stats.nfe_backward, 4),
         "nfe_forward_eval": round(nfe_eval, 4), "test_forward_s": round(test_forward_s, 5),

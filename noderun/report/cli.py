@@ -10,7 +10,7 @@ import pandas as pd
 
 from noderun.report.collect import RunSet, collect_runs
 from noderun.report.figures import write_figures
-from noderun.report.table import table1, write_runs_csv, write_table1
+from noderun.report.table import caption, table1, write_runs_csv, write_table1
 from noderun.report.table2 import table2, write_table2
 
 
@@ -71,7 +71,7 @@ def build_report(paths: list[Path], out_dir: Path) -> tuple[str, RunSet]:
     if not run_set.runs.empty:
         write_runs_csv(run_set, out_dir)
     table, second = table1(run_set), table2(run_set)
-    texts = [write_table1(table, out_dir)] if not table.empty else []
+    texts = [write_table1(table, out_dir, caption(run_set))] if not table.empty else []
     texts += [write_table2(second, out_dir)] if not second.empty else []
     text = "\n\n".join(texts) or "(no completed runs: no table)"
     figures = write_figures(run_set, out_dir)

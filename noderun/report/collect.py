@@ -22,6 +22,9 @@ IGNORED_CONFIG_KEYS = ("seed", "resume", "device", "threads", "paths.", "dataset
                        "dataset.download_timeout_s", "trainer.progress", "experiment")
 # A preset's `reference:` block: a seed document's own figures, read by the table, never a row key.
 REFERENCE_PREFIX = "config.reference."
+# A preset's one-line `caption:` (what its table is, such as a budget rather than the paper's
+# protocol), printed above Table 1; never a row key.
+CAPTION_COLUMN = "config.caption"
 REFERENCE_NUMBERS = ("reference.error.", "reference.train_time_s.")
 # Config keys that mean nothing for models without an ODE block.
 ODE_ONLY_PREFIXES = ("solver.", "model.adjoint", "model.t1")
@@ -227,7 +230,7 @@ def _varying_config_keys(runs: pd.DataFrame) -> list[str]:
     """
     keys = []
     config_columns = [c for c in runs.columns if c.startswith("config.") and c != "config.model.name"
-                      and not c.startswith(REFERENCE_PREFIX)]
+                      and not c.startswith(REFERENCE_PREFIX) and c != CAPTION_COLUMN]
     for column in config_columns:
         per_model = runs.groupby("model")[column].agg(lambda values: values.astype(str).nunique(dropna=False))
         if (per_model > 1).any():

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from noderun.plotting.registry import is_ode_model, model_label, model_rank
-from noderun.report.collect import REFERENCE_PREFIX, RunSet
+from noderun.report.collect import CAPTION_COLUMN, REFERENCE_PREFIX, RunSet
 from noderun.report.paper import paper_table1
 from noderun.report.table1_tex import paper_layout
 
@@ -163,12 +163,43 @@ def markdown(rows: list[dict[str, str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(row[h] for h in headers) + " |" for row in rows])
 
 
-def write_table1(table: pd.DataFrame, out_dir: Path) -> str:
-    """Write table1.csv (numbers), table1.md (every column) and table1.tex (the paper's columns);
-    return the Markdown table."""
+def caption(run_set: RunSet) -> str | None:
+    """Return the caption the completed runs' preset gives their table (its `caption:` key) followed by
+    what the runs trained (epochs, images, batch, lr, read from the runs, so that a preset run with
+    other values says so), or None when they have no caption or disagree (runs of different presets
+    reported together)."""
+    done = run_set.completed
+    if CAPTION_COLUMN not in done:
+        return None
+    given = done[CAPTION_COLUMN].dropna().astype(str)
+    captions = given.unique()
+    if len(captions) != 1 or len(given) != len(done):
+        return None
+    text = f"{captions[0]} {_budget(done)}".strip()
+    # one line of printable characters whatever the file holds (a terminal escape would act on the terminal)
+    return " ".join("".join(c if c.isprintable() else " " for c in text).split())
+
+
+def _budget(runs: pd.DataFrame) -> str:
+    """Return 'Each run: E epoch(s) of N training images, batch B, lr L.' where the runs agree on these."""
+    columns = ("config.trainer.epochs", "train_size", "config.trainer.batch_size", "config.trainer.lr")
+    values = [runs[c].dropna().unique() if c in runs else [] for c in columns]
+    if any(len(v) != 1 for v in values):
+        return ""
+    try:
+        epochs, images, batch, lr = (float(v[0]) for v in values)
+    except (TypeError, ValueError):
+        return ""
+    return (f"Each run: {epochs:g} epoch{'s' if epochs != 1 else ''} of {images:,.0f} training images, "
+            f"batch {batch:g}, lr {lr:g}.")
+
+
+def write_table1(table: pd.DataFrame, out_dir: Path, title: str | None = None) -> str:
+    """Write table1.csv (numbers), table1.md (every column, below the title when there is one) and
+    table1.tex (the paper's columns); return the Markdown text."""
     table.round(4).to_csv(out_dir / "table1.csv", index=False)
     rows = display_rows(table)
-    text = markdown(rows)
+    text = markdown(rows) if title is None else f"{title}\n\n{markdown(rows)}"
     (out_dir / "table1.md").write_text(text + "\n")
     (out_dir / "table1.tex").write_text(paper_layout(table, config_columns(table)))
     return text
