@@ -23,6 +23,7 @@ import pytest
 import noderun
 from noderun.data.sources import ensure_dataset
 from noderun.models import models_of_table
+from noderun.rk_stages import stage_arithmetic
 
 NODERUN = str(Path(sys.executable).parent / "noderun")
 CONF_DIR = Path(noderun.__file__).resolve().parent / "conf"
@@ -39,6 +40,23 @@ SWEEP_TRAINING = ["dataset.train_size=32", "dataset.val_size=32", "dataset.test_
                   "trainer.lr_decay_factor=1.0", "solver.adjoint_norm=seminorm"]
 # Every Table-1 model of the registry (MLP, ResNet, RK-Net, ODE-Net).
 TABLE1_MODELS = tuple(models_of_table(1))
+
+
+@pytest.fixture
+def torchdiffeqs_own_steps_on_one_thread():
+    """Small solves on one torch thread with torchdiffeq's own step (the reference that host reads and
+    the device path are compared with), whatever an earlier test in this process installed: batches of
+    2 gain nothing from more threads, and on a busy 2-core machine two made such tests 10x slower
+    (measured: 36 s against 2.5 s). noderun's speed.rk_stages rounds float32 sums differently."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with stage_arithmetic(False):
+            yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

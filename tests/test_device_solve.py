@@ -17,24 +17,14 @@ from noderun.experiments.classify import _model_fields
 from noderun.measure import host_reads_per_step
 from noderun.models import build_model, dynamics_of
 from noderun.models.ode_block import CountedDynamics
-from noderun.rk_stages import stage_arithmetic
 from noderun.solvers import SolverSpec, integrate, validate_solver
 
 CASES = [("dopri5", {}), ("bosh3", {}), ("rk4", {"step_size": 0.15}),
          ("euler", {"step_size": 0.15}), ("midpoint", {"step_size": 0.15})]
 
 
-@pytest.fixture(autouse=True)
-def one_thread_and_torchdiffeqs_own_steps():
-    """Small solves on one torch thread (a busy 2-core machine makes two much slower), compared with
-    torchdiffeq's own step (the reference; noderun's speed.rk_stages rounds float32 sums differently)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with stage_arithmetic(False):
-            yield
-    finally:
-        torch.set_num_threads(threads)
+# Every test here: torchdiffeq's own step on one thread (conftest).
+pytestmark = pytest.mark.usefixtures("torchdiffeqs_own_steps_on_one_thread")
 
 
 class TimeMLP(CountedDynamics):

@@ -14,22 +14,11 @@ import torch
 
 from noderun.measure import HostReads, SolverSteps, host_reads_per_step
 from noderun.models import build_model, dynamics_of
-from noderun.rk_stages import stage_arithmetic
 from noderun.solvers import SolverSpec
 
 
-@pytest.fixture(autouse=True)
-def torchdiffeqs_own_steps_on_one_thread():
-    """Count torchdiffeq's own step, whatever an earlier test in this process installed, on one torch
-    thread: batches of 2 gain nothing from more, and on a busy 2-core machine two threads made these
-    tests 10x slower (measured: 36 s against 2.5 s)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with stage_arithmetic(False):
-            yield
-    finally:
-        torch.set_num_threads(threads)
+# Every test here: torchdiffeq's own step on one thread (conftest).
+pytestmark = pytest.mark.usefixtures("torchdiffeqs_own_steps_on_one_thread")
 
 
 def odenet(spec: SolverSpec, adjoint: bool = True) -> torch.nn.Module:
