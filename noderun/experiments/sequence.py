@@ -151,6 +151,7 @@ def run(cfg: DictConfig, rec: RunRecorder) -> None:
                train_size=len(data.train), test_size=len(data.test), params=count_parameters(model),
                solver=cfg.solver.method if ode else None, rtol=cfg.solver.rtol if ode else None,
                atol=cfg.solver.atol if ode else None, adjoint=bool(cfg.model.adjoint) if ode else None,
+               solver_path=cfg.solver.get("path", "torchdiffeq") if ode else None,
                peak_memory_kind="cuda_max_allocated" if device.type == "cuda" else "cpu_max_rss")
     predicted = None
     for epoch in range(len(rec.rows) + 1, int(t.epochs) + 1):
