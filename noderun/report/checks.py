@@ -27,6 +27,12 @@ OPTIONAL: dict[tuple[str, bool], dict[str, str]] = {
 }
 
 
+def printable(text: str) -> str:
+    """Return text with every unprintable character (a newline, a terminal escape) made a space, so
+    that what a run's files hold prints as it is and cannot act on the terminal."""
+    return "".join(c if c.isprintable() else " " for c in text)
+
+
 def is_kind(value: object, kind: str) -> bool:
     """Return whether value is of the kind (booleans are no numbers, infinities no measurements)."""
     if kind == TEXT:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from noderun.report.checks import printable
 from noderun.report.collect import RunSet, collect_runs
 from noderun.report.figures import write_figures
 from noderun.report.table import caption, table1, write_runs_csv, write_table1
@@ -32,7 +33,7 @@ def _reason(value: object) -> str:
 def _line(run_dir: object, status: object, reason: object) -> str:
     """Return 'RUN_DIR: STATUS (REASON)' on one line of printable characters, whatever the run's name
     and files hold (a newline would split it, a terminal escape sequence act on the terminal)."""
-    return "".join(c if c.isprintable() else " " for c in f"{run_dir}: {status} ({_reason(reason)})")
+    return printable(f"{run_dir}: {status} ({_reason(reason)})")
 
 
 def not_completed_lines(run_set: RunSet) -> list[str]:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from noderun.plotting.registry import is_ode_model, model_label, model_rank
+from noderun.report.checks import printable
 from noderun.report.collect import CAPTION_COLUMN, REFERENCE_PREFIX, RunSet
 from noderun.report.paper import paper_table1
 from noderun.report.table1_tex import paper_layout
@@ -177,7 +178,7 @@ def caption(run_set: RunSet) -> str | None:
         return None
     text = f"{captions[0]} {_budget(done)}".strip()
     # one line of printable characters whatever the file holds (a terminal escape would act on the terminal)
-    return " ".join("".join(c if c.isprintable() else " " for c in text).split())
+    return " ".join(printable(text).split())
 
 
 def _budget(runs: pd.DataFrame) -> str:
