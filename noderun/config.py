@@ -38,8 +38,8 @@ _LOCAL_LAUNCHERS = ("basic", "joblib", "local", "submitit_local")
 _WHOLE_NUMBERS = (("trainer.epochs", 1, False), ("trainer.batch_size", 1, False),
                   ("trainer.eval_batch_size", 1, False), ("seed", 0, False), ("threads", 1, True),
                   ("dataset.train_size", 1, True), ("dataset.val_size", 0, False), ("dataset.test_size", 1, True))
-# true/false settings; an absent one means true (configs from before the key existed).
-_FLAGS = ("deterministic", "speed.rk_stages", "model.adjoint", "dataset.augment", "trainer.progress",
+# true/false settings, checked where a config has them.
+_FLAGS = ("deterministic", "speed.compile", "model.adjoint", "dataset.augment", "trainer.progress",
           "trainer.measure_step")
 # resume's default is false, but it also takes the path of a run directory.
 _ALSO_TEXT = ("resume",)
@@ -474,6 +474,20 @@ def solver_spec(cfg: DictConfig) -> SolverSpec:
                                       adjoint_norm=s.get("adjoint_norm", "default"),
                                       scipy_method=s.get("scipy_method"), max_num_steps=max_num_steps,
                                       path=s.get("path", "torchdiffeq")))
+
+
+def task_solver(cfg: DictConfig, method: str, rtol: float = 1e-3, atol: float = 1e-3,
+                step_size: float | None = None) -> SolverSpec:
+    """Return the validated solver a measurement task (tolerance, gradcheck, memory, solver_accuracy)
+    builds for a method, tolerances and step size of its own settings, on the run's solve path
+    (`solver.path`) where that path has the method, else on torchdiffeq's: the device path has only
+    some methods, and a task that compares many runs the others there. UserError for a bad value."""
+    from noderun.solvers import DEVICE_METHODS, SolverSpec, validate_solver  # imports torch
+
+    path = OmegaConf.select(cfg, "solver.path", default=None)  # None: the method's default path
+    if path == "device" and method not in DEVICE_METHODS:
+        path = "torchdiffeq"
+    return validate_solver(SolverSpec(method=method, rtol=rtol, atol=atol, step_size=step_size, path=path))
 
 
 def _check_model_and_solver(cfg: DictConfig) -> None:

@@ -33,9 +33,9 @@ from noderun.config import check_config
 from noderun.data import DATASETS, datasets_of_kind
 from noderun.errors import UserError
 from noderun.records import (BEST_CHECKPOINT, LAST_CHECKPOINT, LOCK_FILE, SUMMARY_FILE, BrokenRecord,
-                             find_previous_run, load_checkpoint, read_summary, run_key, save_checkpoint,
-                             write_metrics, write_run_link, write_summary, write_text_atomically)
-from noderun.rk_stages import use_noderun_stages
+                             config_as_today, find_previous_run, load_checkpoint, read_summary, run_key,
+                             save_checkpoint, without_keys, write_metrics, write_run_link, write_summary,
+                             write_text_atomically)
 from noderun.train import TrainingFailure
 
 log = logging.getLogger("noderun")
@@ -115,15 +115,7 @@ def signal_handlers() -> Iterator[None]:
 
 def key_config(cfg: DictConfig) -> dict[str, Any]:
     """Return the part of the config that determines a run's results (hashed into its run key)."""
-    plain = OmegaConf.to_container(cfg, resolve=True)
-    for dotted in NOT_IN_KEY:
-        *parents, last = dotted.split(".")
-        node = plain
-        for part in parents:
-            node = node.get(part) if isinstance(node, dict) else None
-        if isinstance(node, dict):
-            node.pop(last, None)
-    return plain
+    return without_keys(OmegaConf.to_container(cfg, resolve=True), NOT_IN_KEY)
 
 
 def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -136,8 +128,9 @@ def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def differing_keys(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
-    """Return the dotted keys whose values differ between two key configs."""
-    a, b = _flat(dict(old)), _flat(dict(new))
+    """Return the dotted keys whose values differ between an earlier run's key config (read as today's
+    config would write it: noderun.records.config_as_today) and this run's."""
+    a, b = _flat(config_as_today(old)), _flat(dict(new))
     return sorted(k for k in a.keys() | b.keys() if a.get(k, "<absent>") != b.get(k, "<absent>"))
 
 
@@ -160,11 +153,9 @@ def choose_device(name: str) -> torch.device:
 
 
 def configure_torch(cfg: DictConfig, threads: int | None) -> None:
-    """Set torch's intra-op threads (None: torch's default), whether cuDNN may choose its fastest,
+    """Set torch's intra-op threads (None: torch's default) and whether cuDNN may choose its fastest,
     nondeterministic convolutions (`deterministic=false`; the same seed gave RK-Net losses 2.330114
-    and 2.330013 on an H100 without it), and install noderun's Runge-Kutta stage arithmetic or
-    torchdiffeq's own (`speed.rk_stages`)."""
-    use_noderun_stages(bool(OmegaConf.select(cfg, "speed.rk_stages", default=True)))
+    and 2.330013 on an H100 without it)."""
     if threads:
         torch.set_num_threads(threads)
     deterministic = bool(cfg.get("deterministic", True))

@@ -3,6 +3,7 @@ file names, atomic writes, and loading that never executes anything from disk.""
 
 from __future__ import annotations
 
+import copy
 import csv
 import hashlib
 import io
@@ -10,7 +11,7 @@ import json
 import os
 import pickle
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Mapping
 
 import torch
 
@@ -120,6 +121,56 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str,
     return state
 
 
+# Keys earlier runs recorded that no longer exist. speed.rk_stages (noderun's stage arithmetic patched
+# into torchdiffeq's solvers, retired for solver.path=device in issue 19) changed only how float32 sums
+# were rounded, not the steps: such a run is resumed and reported as if it had not recorded it.
+RETIRED_KEYS = ("speed.rk_stages",)
+# Keys added since some runs were made, with the value that computes what those runs did: a run from
+# before solver.path solved with torchdiffeq's solvers, one from before speed.compile uncompiled.
+ADDED_KEYS = {"solver.path": "torchdiffeq", "speed.compile": False}
+
+
+def _group(plain: dict[str, Any], parts: list[str], create: bool = False) -> dict[str, Any] | None:
+    """Return the group (dict) the keys `parts` lead to in a plain config, or None where one is missing or
+    no group (missing groups created, empty, where `create`)."""
+    node: Any = plain
+    for part in parts:
+        if not isinstance(node, dict):
+            return None
+        node = node.setdefault(part, {}) if create else node.get(part)
+    return node if isinstance(node, dict) else None
+
+
+def without_keys(plain: dict[str, Any], dotted_keys: Iterable[str], prune: bool = False) -> dict[str, Any]:
+    """Remove the dotted keys from a plain config, in place, and return it; `prune`: also each group
+    that removal leaves empty."""
+    for dotted in dotted_keys:
+        parts = dotted.split(".")
+        group = _group(plain, parts[:-1])
+        if group is None:
+            continue
+        group.pop(parts[-1], None)
+        for depth in range(len(parts) - 1, 0, -1) if prune else ():
+            parent = _group(plain, parts[:depth - 1])
+            if parent is None or parent.get(parts[depth - 1]) != {}:
+                break
+            parent.pop(parts[depth - 1])
+    return plain
+
+
+def config_as_today(old: Mapping[str, Any]) -> dict[str, Any]:
+    """Return an earlier run's config or key config (plain dicts) as today's config would write it for
+    the same computation: without RETIRED_KEYS, and with each of ADDED_KEYS it lacks set to the value
+    that computes what it did. Resume compares and finds runs by it; noderun-report reads their configs by it."""
+    plain = without_keys(copy.deepcopy(dict(old)), RETIRED_KEYS, prune=True)
+    for dotted, value in ADDED_KEYS.items():
+        *parents, last = dotted.split(".")
+        group = _group(plain, parents, create=True)
+        if group is not None:
+            group.setdefault(last, value)
+    return plain
+
+
 def run_key(config: dict[str, Any]) -> str:
     """Return a short hash identifying a run's computation, for finding it again on resume."""
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -143,15 +194,18 @@ def linked_run_dir(run_dir: Path) -> Path | None:
 
 
 def find_previous_run(output_root: Path, key: str, exclude: Path) -> Path | None:
-    """Return the newest run directory under output_root whose summary carries `key`, if any
-    (unreadable summaries are passed over)."""
+    """Return the newest run directory under output_root whose summary carries `key`, or whose key config
+    read as today's (config_as_today: keys retired or added since) hashes to it, if any (unreadable
+    summaries are passed over)."""
     candidates = []
     for summary_path in output_root.glob(f"**/{SUMMARY_FILE}"):
         run_dir = summary_path.parent
         if run_dir.resolve() == exclude.resolve():
             continue
         try:
-            if read_summary(run_dir).get("run_key") == key:
+            summary = read_summary(run_dir)
+            old = summary.get("key_config")
+            if summary.get("run_key") == key or (isinstance(old, dict) and run_key(config_as_today(old)) == key):
                 candidates.append((summary_path.stat().st_mtime, str(run_dir), run_dir))
         except (BrokenRecord, OSError):
             continue

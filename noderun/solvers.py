@@ -28,10 +28,18 @@ PATHS = ("torchdiffeq", "device")
 DEVICE_METHODS = solve.METHODS
 
 
+def default_path(method: str) -> str:
+    """Return the solve path a method takes unless one is asked for: noderun's device path where it
+    has the method (as the solver configs say), torchdiffeq's solvers for the others."""
+    return "device" if method in DEVICE_METHODS else "torchdiffeq"
+
+
 @dataclass(frozen=True)
 class SolverSpec:
     """A torchdiffeq method with its tolerances (adaptive methods) or step size (fixed-grid ones), and
-    the solve path that runs it (`path`: torchdiffeq's solvers, or noderun's device-side loop)."""
+    the solve path that runs it (`path`: torchdiffeq's solvers, or noderun's device-side loop; left
+    out, `default_path(method)`: the device path where it has the method). A path given explicitly is
+    kept as given, so that validate_solver refuses `device` for a method it lacks."""
 
     method: str = "dopri5"
     rtol: float = 1e-3
@@ -40,7 +48,11 @@ class SolverSpec:
     adjoint_norm: str = "default"
     scipy_method: str | None = None
     max_num_steps: int | None = None
-    path: str = "torchdiffeq"
+    path: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.path is None:
+            object.__setattr__(self, "path", default_path(self.method))
 
     @property
     def fixed_grid(self) -> bool:

@@ -4,11 +4,12 @@ For each model, two loops train the same architecture from the same initial weig
 images, in this process, one after the other:
 
 - noderun: batches cut from tensors in memory (noderun.data.batches), noderun's model and solver
-  options as the run's config would build them, noderun's Runge-Kutta stage arithmetic
-  (noderun.rk_stages, config key speed.rk_stages); with --path device, noderun's device solve path
-  (noderun.solve, config key solver.path) instead of torchdiffeq's solvers;
+  options as the run's config would build them, on the solve path --path names (config key solver.path;
+  default device, noderun's device solve path noderun/solve, which the solver configs choose for dopri5
+  and rk4; torchdiffeq: torchdiffeq's own solvers); with --compile, its dynamics compiled (torch.compile,
+  config key speed.compile; the first warm-up step's time, compiling included, is reported as first_step_s);
 - baseline: the common way, torchvision's MNIST dataset with per-sample RandomCrop + ToTensor through
-  a DataLoader, default memory format, torchdiffeq's default adjoint options and its own stage arithmetic.
+  a DataLoader, default memory format, torchdiffeq's own solvers with its default adjoint options.
 
 Each step (data, forward, backward, optimizer step) is timed with time.perf_counter after warm-up
 steps (on CUDA the device is synchronized before each clock read); the median over the timed steps is reported with images/s, NFE forward and backward (means),
@@ -46,14 +47,14 @@ from noderun.errors import UserError
 from noderun.measure import FlopCount, NFECounter, wait_for
 from noderun.config import CONF_DIR, solver_spec
 from noderun.models import MODELS, ODE_NET, build_model, models_of_table
-from noderun.rk_stages import stage_arithmetic
+from noderun.models.ode_block import compile_dynamics
 from noderun.solvers import SolverSpec
 from noderun.models.trained import model_at, trained_run
 from noderun.train import evaluate, measure_step
 
 
 
-def model_config(name: str, path: str = "torchdiffeq") -> tuple[Any, SolverSpec]:
+def model_config(name: str, path: str = "device") -> tuple[Any, SolverSpec]:
     """Return the model's config block and solver as `noderun model=NAME solver.path=PATH` composes them
     (its YAML's defaults: ResNet's downsampling, RK-Net's rk4 at step 0.25, dopri5 at 1e-3 for the ODE-Net)."""
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
@@ -61,7 +62,7 @@ def model_config(name: str, path: str = "torchdiffeq") -> tuple[Any, SolverSpec]
     return cfg.model, solver_spec(cfg)
 
 
-def built(name: str, path: str = "torchdiffeq") -> tuple[torch.nn.Module, SolverSpec]:
+def built(name: str, path: str = "device") -> tuple[torch.nn.Module, SolverSpec]:
     """Return the model `noderun model=NAME solver.path=PATH` trains, built from seed 0, and its solver."""
     model_cfg, solver = model_config(name, path)
     torch.manual_seed(0)
@@ -81,8 +82,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=128, help="batch size")
     parser.add_argument("--data", type=Path, default=Path(os.environ.get("NODERUN_DATA_DIR", "~/.cache/noderun/data")),
                         help="MNIST cache (as noderun's dataset.root)")
-    parser.add_argument("--path", choices=("torchdiffeq", "device"), default="torchdiffeq",
-                        help="noderun's solve path (config key solver.path); the baseline always uses torchdiffeq's")
+    parser.add_argument("--path", choices=("torchdiffeq", "device"), default="device",
+                        help="noderun's solve path (config key solver.path; default device, as the solver configs "
+                             "of dopri5 and rk4 choose); the baseline always uses torchdiffeq's solvers")
+    parser.add_argument("--compile", action="store_true",
+                        help="compile noderun's ODE-Net and RK-Net dynamics (config key speed.compile); the baseline never")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]; on CUDA noderun's batches live on the GPU and the "
                         "baseline copies each DataLoader batch to it, as the common loop does")
@@ -111,12 +115,11 @@ def baseline_loader(root: Path, batch: int):
 class Loop:
     """One training loop: a model, its optimizer and its batches, stepped one at a time."""
 
-    def __init__(self, model, batches, device: torch.device, noderun_stages: bool):
+    def __init__(self, model, batches, device: torch.device):
         self.model, self.batches, self.device = model, iter(batches), device
-        self.noderun_stages = noderun_stages
         self.optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
         self.counter = NFECounter(model)
-        self.times, self.forward, self.backward = [], [], []
+        self.times, self.forward, self.backward, self.untimed = [], [], [], []
 
     def step(self, timed: bool) -> None:
         """Take one step (data, forward, backward, optimizer); record its time and NFE when timed."""
@@ -125,10 +128,9 @@ class Loop:
         images, labels = (t.to(self.device) for t in next(self.batches))
         self.optimizer.zero_grad(set_to_none=True)
         self.counter.take()
-        with stage_arithmetic(self.noderun_stages):
-            loss = torch.nn.functional.cross_entropy(self.model(images), labels)
-            nfe_f = self.counter.take()
-            loss.backward()
+        loss = torch.nn.functional.cross_entropy(self.model(images), labels)
+        nfe_f = self.counter.take()
+        loss.backward()
         nfe_b = self.counter.take()
         self.optimizer.step()
         wait_for(self.device)
@@ -136,11 +138,13 @@ class Loop:
             self.times.append(time.perf_counter() - start)
             self.forward.append(nfe_f)
             self.backward.append(nfe_b)
+        else:
+            self.untimed.append(time.perf_counter() - start)
 
     def result(self) -> dict:
-        """Return the median step time and the mean NFE of the timed steps."""
+        """Return the median step time and the mean NFE of the timed steps, and the first warm-up step's time."""
         return {"s_per_step": statistics.median(self.times), "nfe_forward": statistics.mean(self.forward),
-                "nfe_backward": statistics.mean(self.backward)}
+                "nfe_backward": statistics.mean(self.backward), "first_step_s": self.untimed[0] if self.untimed else None}
 
 
 def time_loops(loops: list[Loop], steps: int, warmup: int) -> None:
@@ -257,13 +261,15 @@ def bench_model(name: str, args: argparse.Namespace) -> dict:
     for module in twin.modules():  # the baseline solves with torchdiffeq, whichever path noderun's loop takes
         if isinstance(getattr(module, "solver", None), SolverSpec):
             module.solver = dataclasses.replace(module.solver, path="torchdiffeq")
-    ours = Loop(model, noderun_batches(args.data, args.batch, args.warmup + args.steps, args.device), args.device,
-                noderun_stages=True)
-    baseline = Loop(twin, baseline_loader(args.data, args.batch), args.device, noderun_stages=False)
+    if args.compile:
+        compile_dynamics(model)
+    ours = Loop(model, noderun_batches(args.data, args.batch, args.warmup + args.steps, args.device), args.device)
+    baseline = Loop(twin, baseline_loader(args.data, args.batch), args.device)
     time_loops([ours, baseline], args.steps, args.warmup)
     images, labels = noderun_batches(args.data, args.batch, 1, args.device)[0]
-    flops = measure_step(model, images, labels)[1]  # the step noderun's runs measure, the same way
-    result = {"model": name, "solver": solver.method if MODELS[name].is_ode else None, "flops_per_step": flops}
+    flops = measure_step(twin, images, labels)[1]  # the step noderun's runs measure, the same way (uncompiled)
+    result = {"model": name, "solver": solver.method if MODELS[name].is_ode else None, "flops_per_step": flops,
+              "compiled": bool(args.compile and MODELS[name].is_ode)}
     for label, loop in (("noderun", ours.result()), ("baseline", baseline.result())):
         result[label] = {**loop, "images_per_s": args.batch / loop["s_per_step"],
                          "gflops_per_s": flops / loop["s_per_step"] / 1e9}
@@ -274,13 +280,14 @@ def bench_model(name: str, args: argparse.Namespace) -> dict:
 
 def markdown(results: list[dict], attainable: float, seminorm: list[dict]) -> str:
     """Return the results as Markdown tables."""
-    lines = ["| model | loop | s/step | images/s | NFE-F | NFE-B | GFLOP/step | GFLOP/s | % of attainable | speedup |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | loop | s/step | first step s | images/s | NFE-F | NFE-B | GFLOP/step | GFLOP/s | % of attainable "
+             "| speedup |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         for label in ("noderun", "baseline"):
             m = r[label]
             speedup = f"{r['speedup']:.2f}x" if label == "noderun" else ""
-            lines.append(f"| {r['model']} | {label} | {m['s_per_step']:.3f} | {m['images_per_s']:.0f} | "
+            first = "-" if m["first_step_s"] is None else f"{m['first_step_s']:.2f}"
+            lines.append(f"| {r['model']} | {label} | {m['s_per_step']:.3f} | {first} | {m['images_per_s']:.0f} | "
                          f"{m['nfe_forward']:.1f} | {m['nfe_backward']:.1f} | {r['flops_per_step'] / 1e9:.2f} | "
                          f"{m['gflops_per_s']:.1f} | {100 * m['gflops_per_s'] / attainable:.0f}% | {speedup} |")
     lines += ["", "| model | evaluation s per 1,000 images | full epoch: evaluation s | training s | evaluation share |",
@@ -349,7 +356,7 @@ def main() -> None:
     (args.out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
     table = markdown(results, attainable, seminorm)
     header = (f"{where}, {machine['torch_threads']} torch threads, torch {machine['torch']}; "
-              f"noderun's solve path {args.path}; "
+              f"noderun's solve path {args.path}{', dynamics compiled' if args.compile else ''}; "
               f"batch {args.batch}, median of {args.steps} steps after {args.warmup} warm-up; "
               f"attainable {attainable:.1f} GFLOP/s (the best of a 2048x2048 matmul, {limits['matmul_2048']:.1f}, and "
               f"the models' convolution shapes, forward+backward); loops interleaved step by step")

@@ -9,8 +9,9 @@ them from seed 0, one forward and one backward pass on one batch of seeded rando
 (noderun.measure.host_reads_per_step) give, per pass: NFE, solver steps (torchdiffeq's step
 callbacks), host reads, reads per evaluation, per step, and per pass of the solver's loop (reads from
 one step's start to the next's, without the solve's reads before its first step and after its last).
-torchdiffeq's own stage arithmetic is used (noderun's speed.rk_stages is off). With --path device the
-same cases run on noderun's device solve path (noderun/solve, config key solver.path). Takes a few seconds.
+By default the cases run on torchdiffeq's own solvers (--path torchdiffeq, the reference); with --path
+device, on noderun's device solve path (noderun/solve, config key solver.path, which the solver configs
+choose for dopri5 and rk4). Takes a few seconds.
 
 Example: python scripts/host_reads.py --batch 32 --seed 0 --path device
 """
@@ -26,7 +27,6 @@ from hydra import compose, initialize_config_dir
 from noderun.config import CONF_DIR, solver_spec
 from noderun.measure import host_reads_per_step
 from noderun.models import build_model
-from noderun.rk_stages import stage_arithmetic
 
 # (row label, gradients, `noderun` overrides): the models as their YAMLs compose them.
 CASES = [
@@ -71,7 +71,7 @@ def table(batch: int, seed: int, path: str = "torchdiffeq") -> list[str]:
     labels = torch.randint(0, 10, (batch,), generator=generator)
     lines = [f"CPU, {torch.get_num_threads()} torch thread(s), torch {torch.__version__}, torchdiffeq "
              f"{torchdiffeq.__version__}; one batch of {batch} random 28x28 images (seed {seed}), weights "
-             f"from seed 0; torchdiffeq's own stage arithmetic; solve path {path}",
+             f"from seed 0; solve path {path}",
              "",
              "| model | solver | gradients | pass | NFE | steps (accepted + rejected) | host reads "
              "| reads / NFE | reads / step | reads / loop pass |",
@@ -98,8 +98,7 @@ def main() -> None:
     """Measure and print the table."""
     args = parse_args()
     torch.set_num_threads(args.threads)
-    with stage_arithmetic(False):
-        print("\n".join(table(args.batch, args.seed, args.path)))
+    print("\n".join(table(args.batch, args.seed, args.path)))
 
 
 if __name__ == "__main__":

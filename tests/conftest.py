@@ -23,7 +23,6 @@ import pytest
 import noderun
 from noderun.data.sources import ensure_dataset
 from noderun.models import models_of_table
-from noderun.rk_stages import stage_arithmetic
 
 NODERUN = str(Path(sys.executable).parent / "noderun")
 CONF_DIR = Path(noderun.__file__).resolve().parent / "conf"
@@ -43,18 +42,16 @@ TABLE1_MODELS = tuple(models_of_table(1))
 
 
 @pytest.fixture
-def torchdiffeqs_own_steps_on_one_thread():
-    """Small solves on one torch thread with torchdiffeq's own step (the reference that host reads and
-    the device path are compared with), whatever an earlier test in this process installed: batches of
-    2 gain nothing from more threads, and on a busy 2-core machine two made such tests 10x slower
-    (measured: 36 s against 2.5 s). noderun's speed.rk_stages rounds float32 sums differently."""
+def one_torch_thread():
+    """Small solves on one torch thread (the host-read and device-path tests): batches of 2 gain nothing
+    from more threads, and on a busy 2-core machine two made such tests 10x slower (measured: 36 s
+    against 2.5 s)."""
     import torch
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        with stage_arithmetic(False):
-            yield
+        yield
     finally:
         torch.set_num_threads(threads)
 

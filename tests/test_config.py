@@ -38,7 +38,10 @@ def run_cli(monkeypatch, tmp_path, capsys):
     (["solver.rtol=0"], ["solver.rtol=0", "> 0"]),
     (["trainer.epochs=0"], ["trainer.epochs=0", ">= 1"]),
     (["device=tpu"], ["device='tpu'", "auto, cpu, cuda"]),
-    (["speed.rk_stages=maybe"], ["speed.rk_stages='maybe'", "true or false"]),
+    # retired with noderun/rk_stages.py (issue 19: solver.path=device replaces it)
+    (["speed.rk_stages=true"], ["unknown key speed.rk_stages", "speed has: compile"]),
+    (["speed.compile=maybe"], ["speed.compile='maybe'", "true or false"]),
+    (["solver=dopri8", "solver.path=device"], ["solver.path=device has no 'dopri8'", "solver.path=torchdiffeq"]),
     (["-m", "seed=0,x"], ["seed='x'", "whole number"]),
     (["experiment=quick", "trainer.lr=abc"], ["trainer.lr='abc'", "a number"]),
     (["seed=0,1"], ["seed=0,1", "-m"]),

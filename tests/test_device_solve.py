@@ -11,20 +11,22 @@ import torch
 from hydra import compose, initialize_config_dir
 from torch import nn
 
+from noderun import solve
 from noderun.config import CONF_DIR, solver_spec
 from noderun.errors import UserError
+from noderun.experiments import gradcheck, memory, solver_accuracy, tolerance
 from noderun.experiments.classify import _model_fields
 from noderun.measure import host_reads_per_step
 from noderun.models import build_model, dynamics_of
-from noderun.models.ode_block import CountedDynamics
-from noderun.solvers import SolverSpec, integrate, validate_solver
+from noderun.models.ode_block import CountedDynamics, ODEBlock
+from noderun.solvers import SolverSpec, default_path, integrate, validate_solver
 
 CASES = [("dopri5", {}), ("bosh3", {}), ("rk4", {"step_size": 0.15}),
          ("euler", {"step_size": 0.15}), ("midpoint", {"step_size": 0.15})]
 
 
-# Every test here: torchdiffeq's own step on one thread (conftest).
-pytestmark = pytest.mark.usefixtures("torchdiffeqs_own_steps_on_one_thread")
+# Every test here: one torch thread (conftest).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class TimeMLP(CountedDynamics):
@@ -159,7 +161,7 @@ def test_adaptive_reads_once_a_step_forward_and_backward(norm):
     times a pass of its loop forward and 30 (20 with the seminorm) backward; the device path once a
     step, plus the loop's final test once a solve."""
     measured = host_reads_per_step(odenet(SolverSpec("dopri5", adjoint_norm=norm, path="device")), images())
-    reference = host_reads_per_step(odenet(SolverSpec("dopri5", adjoint_norm=norm)), images())
+    reference = host_reads_per_step(odenet(SolverSpec("dopri5", adjoint_norm=norm, path="torchdiffeq")), images())
     for direction in ("forward", "backward"):
         for key in ("nfe", "steps", "accepted", "rejected"):
             assert measured[f"{key}_{direction}"] == reference[f"{key}_{direction}"]
@@ -194,11 +196,24 @@ def composed(*overrides: str):
 
 
 def test_the_config_key_chooses_the_path_and_a_run_records_it():
-    assert solver_spec(composed()).path == "torchdiffeq"
-    cfg = composed("solver.path=device", "model=rknet")
+    assert solver_spec(composed()).path == "device"  # the default where the device path has the method
+    assert solver_spec(composed("solver.path=torchdiffeq")).path == "torchdiffeq"
+    assert solver_spec(composed("solver=dopri8")).path == "torchdiffeq"
+    cfg = composed("model=rknet")
     assert solver_spec(cfg).path == "device" and solver_spec(cfg).method == "rk4"
     assert _model_fields(cfg, is_ode=True)["solver_path"] == "device"
     assert _model_fields(composed("model=resnet"), is_ode=False)["solver_path"] is None
+
+
+def test_each_solver_config_takes_the_device_path_where_it_has_the_method():
+    """Every solver YAML's path is the device path for the methods noderun.solve has and torchdiffeq's
+    for the others; SolverSpec without a path chooses the same (an explicit path is kept)."""
+    for name in sorted(p.stem for p in (CONF_DIR / "solver").glob("*.yaml")):
+        spec = solver_spec(composed(f"solver={name}"))
+        assert spec.path == ("device" if spec.method in solve.METHODS else "torchdiffeq"), name
+        assert SolverSpec(spec.method).path == spec.path == default_path(spec.method), name
+    assert SolverSpec("dopri8", path="device").path == "device"
+    assert set(solve.METHODS) == {"dopri5", "bosh3", "rk4", "euler", "midpoint"}
 
 
 @pytest.mark.parametrize("overrides,message", [
@@ -210,3 +225,27 @@ def test_bad_path_values_give_a_one_line_error(overrides, message):
     with pytest.raises(UserError) as error:
         solver_spec(composed(*overrides))
     assert str(error.value) == message and "\n" not in message
+
+
+@pytest.mark.parametrize("path", ["device", "torchdiffeq"])
+def test_each_measurement_task_solves_on_the_configured_path(path):
+    """tolerance, gradcheck, memory and solver_accuracy build solvers of their own settings
+    (noderun.config.task_solver): on the run's solver.path where it has the method, else torchdiffeq's."""
+    gradcheck_cases = gradcheck.checked_settings(composed("experiment=gradcheck", f"solver.path={path}"))[0]
+    assert [(name, spec.method, spec.path) for name, spec in gradcheck_cases] == \
+        [("tight", "dopri5", path), ("loose", "dopri5", path), ("rk4", "rk4", path)]
+
+    solver = memory.checked_settings(composed("experiment=memory", f"solver.path={path}"))[1]
+    assert (solver.method, solver.path) == ("rk4", path)
+    for name in ("odenet", "rknet"):
+        block = next(m for m in memory.model_of_depth(name, 4, solver, "conv").modules() if isinstance(m, ODEBlock))
+        assert (block.solver.path, block.solver.step_size) == (path, 0.25)
+
+    solvers, _, reference = tolerance.checked_settings(composed("experiment=tolerance", f"solver.path={path}"))
+    assert [s.rtol for s in solvers] == [1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7]
+    assert {s.path for s in solvers} == {reference.path} == {path}
+
+    specs = solver_accuracy.cases(composed("experiment=solver_accuracy", f"solver.path={path}"))
+    assert {s.path for s in specs if s.method in solve.METHODS} == {path}
+    assert {s.path for s in specs if s.method not in solve.METHODS} == {"torchdiffeq"}
+    assert {s.method for s in specs} >= {"heun3", "dopri8", *solve.METHODS}

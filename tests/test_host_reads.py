@@ -9,6 +9,8 @@ calls it the same way on noderun's device path (solver.path=device) and asserts 
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -17,14 +19,16 @@ from noderun.models import build_model, dynamics_of
 from noderun.solvers import SolverSpec
 
 
-# Every test here: torchdiffeq's own step on one thread (conftest).
-pytestmark = pytest.mark.usefixtures("torchdiffeqs_own_steps_on_one_thread")
+# Every test here: one torch thread (conftest).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def odenet(spec: SolverSpec, adjoint: bool = True) -> torch.nn.Module:
-    """Return the Table-1 ODE-Net architecture with the given solver, built from seed 0."""
+    """Return the Table-1 ODE-Net architecture with the given solver on torchdiffeq's solve path (what
+    this file measures, whichever path SolverSpec would choose), built from seed 0."""
     torch.manual_seed(0)
-    return build_model({"name": "odenet", "downsampling": "conv", "adjoint": adjoint}, spec)
+    return build_model({"name": "odenet", "downsampling": "conv", "adjoint": adjoint},
+                       dataclasses.replace(spec, path="torchdiffeq"))
 
 
 def batch(n: int = 2) -> torch.Tensor:

@@ -27,8 +27,11 @@ from conftest import NODERUN, error_lines, run_noderun
 from noderun.experiments import EXPERIMENTS
 from noderun.lifecycle import (EXIT_INTERRUPTED, EXIT_OK, EXIT_USER_ERROR, Interrupted, RunLock, run_experiment,
                                signals_deferred)
-from noderun.models.trained import trained_run
-from noderun.records import (TIMING_COLUMNS, BrokenRecord, load_checkpoint, read_summary, save_checkpoint)
+from noderun.models import build_model
+from noderun.models.trained import model_at, trained_run
+from noderun.records import (TIMING_COLUMNS, BrokenRecord, load_checkpoint, read_summary, run_key,
+                             save_checkpoint)
+from noderun.solvers import SolverSpec
 from noderun.errors import UserError
 
 CONF = str(Path(noderun.__file__).parent / "conf")
@@ -197,6 +200,52 @@ def test_resume_true_of_a_completed_run_trains_nothing(finished_rnn, tmp_path):
     assert code == EXIT_OK
     assert json.loads((new_dir / "run_link.json").read_text())["run_dir"] == str(finished_rnn.resolve())
     assert (finished_rnn / "metrics.csv").read_text() == before
+
+
+def _as_before_rk_stages_retired(run_dir: Path) -> None:
+    """Rewrite a run's records as noderun wrote them before issue 19 retired speed.rk_stages and gave
+    solver.path: that key in its key config, summary and checkpoint (and its run key hashed with it),
+    and no solver.path (those runs solved with torchdiffeq)."""
+    summary = read_summary(run_dir)
+    old = {**summary["key_config"], "speed": {"rk_stages": True}}
+    old["solver"] = {k: v for k, v in old["solver"].items() if k != "path"}
+    summary.update(key_config=old, run_key=run_key(old), status="interrupted", reason="received signal 15")
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    state = load_checkpoint(run_dir / "last.pt")
+    save_checkpoint(run_dir / "last.pt", {**state, "key_config": old})
+
+
+@pytest.mark.parametrize("how", ["resume=true", "resume=DIR"])
+def test_a_run_from_before_speed_rk_stages_was_retired_resumes(finished_rnn, tmp_path, capsys, how):
+    """Its key config still says speed.rk_stages and lacks solver.path: read as today's config would write
+    it (without the retired key; solver.path=torchdiffeq, what it ran), it is found and continued."""
+    _as_before_rk_stages_retired(finished_rnn)
+    # Today's default path is another computation for an ODE model: resume=DIR names that key, and only it.
+    code, _ = _run([*TINY_RNN, f"resume={finished_rnn}"], tmp_path / "out", "refused")
+    lines = _lines(capsys.readouterr().err)
+    assert code == EXIT_USER_ERROR and len(lines) == 1 and "(solver.path)" in lines[0], lines
+    resume = "resume=true" if how == "resume=true" else f"resume={finished_rnn}"
+    code, new_dir = _run([*TINY_RNN, "solver.path=torchdiffeq", resume], tmp_path / "out", "second")
+    assert code == EXIT_OK
+    assert json.loads((new_dir / "run_link.json").read_text())["run_dir"] == str(finished_rnn.resolve())
+    assert read_summary(finished_rnn)["status"] == "completed" and len(read_summary(finished_rnn)["resumed"]) == 1
+
+
+def test_a_trained_run_from_before_speed_rk_stages_was_retired_is_read(tmp_path):
+    """The tolerance task and scripts/bench.py --checkpoint rebuild a trained ODE-Net from its run's
+    config.yaml, which an older run wrote with speed.rk_stages and without solver.path."""
+    run_dir = tmp_path / "run"
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / ".hydra" / "config.yaml").write_text(
+        "task: train\nmodel:\n  name: odenet\n  downsampling: conv\n  t1: 1.0\n  adjoint: true\n"
+        "solver:\n  method: dopri5\n  rtol: 0.001\n  atol: 0.001\nspeed:\n  rk_stages: true\n")
+    torch.manual_seed(0)
+    weights = build_model({"name": "odenet", "downsampling": "conv"}, SolverSpec()).state_dict()
+    save_checkpoint(run_dir / "best.pt", {"model": weights, "rows": []})
+    run_cfg, loaded, path = trained_run(run_dir)
+    model = model_at(run_cfg, loaded, SolverSpec("dopri5", 1e-3, 1e-3), torch.device("cpu"), path)
+    assert path.name == "best.pt" and run_cfg.speed.rk_stages is True
+    assert model(torch.rand(2, 1, 28, 28)).shape == (2, 10)
 
 
 # --- signals and locks ------------------------------------------------------------------------

@@ -111,6 +111,7 @@ def test_memory_task_writes_saved_bytes_for_n_and_2n_steps(noderun_main, mnist_r
     assert table["cuda_peak_mb"].isna().all()  # no allocator peak on the CPU
     summary = read_summary(run_dir)
     assert summary["task"] == "memory" and summary["status"] == "completed"
+    assert summary["solver_path"] == "device"  # the configured solver.path (its default), which has rk4
     for name in ("memory.png", "memory.pdf"):
         assert (run_dir / name).stat().st_size > 0
 
@@ -127,6 +128,8 @@ def test_gradcheck_task_finds_the_adjoint_agrees_at_tight_tolerance(noderun_main
     parameters = len(list(build_model({"name": "odenet"}, SolverSpec()).parameters()))
     assert (table.groupby("case").size() == 1 + parameters).all()
     assert (run_dir / "gradcheck.png").exists() and (run_dir / "gradcheck.pdf").exists()
+    assert set(table["solver_path"]) == {"device"}  # the configured solver.path (its default)
+    assert read_summary(run_dir)["solver_path"] == {"tight": "device", "loose": "device", "rk4": "device"}
 
 
 @pytest.mark.slow
@@ -145,6 +148,8 @@ def test_tolerance_task_and_its_figure_in_the_report(model_sweep, noderun_main, 
     assert table["nfe_backward"].iloc[-1] > table["nfe_backward"].iloc[0]
     assert table["block_error"].iloc[-1] < table["block_error"].iloc[0]
     assert (run_dir / "figure3_tolerance.png").exists()
+    summary = read_summary(run_dir)
+    assert summary["solver_path"] == summary["reference_solver_path"] == "device"  # the configured solver.path
 
     # The report (noderun-report's entry point) draws Figure 3(a)-(c) from the task and keeps the
     # task out of Table 1.

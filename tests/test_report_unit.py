@@ -186,6 +186,23 @@ def test_summary_lists_and_objects_are_left_out_of_the_tables(good_table1):
     assert pd.read_csv(out / "table1.csv").set_index("model").loc[MODELS["odenet"].label, "seeds"] == 2
 
 
+def test_runs_from_before_and_after_speed_rk_stages_was_retired_share_a_row_unless_their_path_differs(tmp_path):
+    """An older run's config has speed.rk_stages and no solver.path (it solved on torchdiffeq): read as
+    today's config would say it, it differs from a torchdiffeq run of today in nothing, and from a run
+    on the device path in solver.path alone."""
+    train_run(tmp_path, "old", "odenet", 0, 0.80)  # train_config: speed.rk_stages, no solver.path
+    today = train_config("odenet", 1)
+    del today["speed"]
+    today["solver"]["path"] = "torchdiffeq"
+    write_run(tmp_path / "today", train_summary("odenet", 1, 1.20), metrics_rows(2, True, 0.988), today)
+    runs = collect_runs([tmp_path])
+    assert runs.varying == [] and "config.speed.rk_stages" not in runs.runs.columns
+    assert set(runs.runs["config.solver.path"]) == {"torchdiffeq"}
+    device = {**today, "solver": {**today["solver"], "path": "device"}}
+    write_run(tmp_path / "device", train_summary("odenet", 2, 1.0), metrics_rows(2, True, 0.99), device)
+    assert collect_runs([tmp_path]).varying == ["config.solver.path"]
+
+
 def test_a_failed_run_is_listed_on_one_line_with_its_reason_and_left_out(good_table1):
     reason = "loss became nan;\ntry a smaller lr\x1b[2J"  # two lines and a terminal escape
     failed = train_summary("odenet", 2, 0.5) | {"status": "failed", "reason": reason, "test_error": None}

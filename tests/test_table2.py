@@ -169,7 +169,7 @@ def test_table2_quick_reports_the_three_models_beside_the_paper(tmp_path):
         metrics = pd.read_csv(run_dir / "metrics.csv")
         assert list(metrics.epoch) == [1, 2] and metrics.train_loss.notna().all()
         if summary["model"] == "latent_ode":
-            assert summary["nfe_forward"] > 0 and summary["solver_path"] == "torchdiffeq"  # the default path
+            assert summary["nfe_forward"] > 0 and summary["solver_path"] == "torchdiffeq"  # the preset's path (results/table2 ran on it)
             assert (summary["test_rmse_unobserved"] is None) == (summary["n_obs"] == 100)
         else:
             assert summary["nfe_forward"] == 0 and summary["test_rmse_unobserved"] is None

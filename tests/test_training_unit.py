@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 
+import pandas as pd
 import pytest
 import torch
 
@@ -91,7 +92,7 @@ def test_a_loss_that_stops_being_finite_stops_training_naming_the_batch():
 
 def test_a_run_of_a_small_experiment_keeps_the_run_directory_contract(tmp_path, restored_process_state):
     overrides = ["experiment=solver_accuracy", "solver_accuracy.t_end=1.0", "solver_accuracy.output_points=11",
-                 "solver_accuracy.methods=[euler,rk4,dopri5]", "solver_accuracy.step_sizes=[0.1]",
+                 "solver_accuracy.methods=[euler,heun3,rk4,dopri5]", "solver_accuracy.step_sizes=[0.1]",
                  "solver_accuracy.tolerances=[1.0e-3]"]
     cfg = composed(overrides)
     run_dir = tmp_path / "run"
@@ -106,3 +107,8 @@ def test_a_run_of_a_small_experiment_keeps_the_run_directory_contract(tmp_path, 
     for name in summary["files"]:
         assert (run_dir / name).stat().st_size > 0, name
     assert not (run_dir / LOCK_FILE).exists() and not list(run_dir.glob(".*.tmp"))
+    # The solve path each method took: the configured one (device, by default) where it has the method.
+    paths = {"euler": "device", "heun3": "torchdiffeq", "rk4": "device", "dopri5": "device"}
+    assert summary["solver_path"] == paths
+    table = pd.read_csv(run_dir / "solver_accuracy.csv")
+    assert dict(zip(table["method"], table["solver_path"])) == paths

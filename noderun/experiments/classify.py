@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from noderun.config import solver_spec
 from noderun.data.batches import epoch_generator, training_batches
@@ -18,6 +18,7 @@ from noderun.experiments.common import load_data
 from noderun.lifecycle import RunRecorder
 from noderun.measure import NFECounter, peak_memory_mb, reset_peak_memory
 from noderun.models import MODELS, build_model, count_parameters
+from noderun.models.ode_block import compile_dynamics
 from noderun.train import TrainStats, evaluate, lr_at_epoch, train_epoch
 
 log = logging.getLogger("noderun")
@@ -34,6 +35,8 @@ def run(cfg: DictConfig, rec: RunRecorder) -> None:
     data = load_data(cfg, device)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, solver_spec(cfg)).to(device)
+    if _compiled(cfg):
+        compile_dynamics(model)
     optimizer = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
     rec.restore(model=model, optimizer=optimizer)
     rec.update(**_model_fields(cfg, entry.is_ode), params=count_parameters(model), train_size=len(data.train),
@@ -72,7 +75,13 @@ def _model_fields(cfg: DictConfig, is_ode: bool) -> dict[str, Any]:
             "adjoint": bool(cfg.model.get("adjoint", False)) if is_ode else False,
             "adjoint_norm": s.get("adjoint_norm") if is_ode else None,
             "solver_path": s.get("path", "torchdiffeq") if is_ode else None,
+            "compiled": _compiled(cfg) if is_ode else None,
             "downsampling": cfg.model.get("downsampling")}
+
+
+def _compiled(cfg: DictConfig) -> bool:
+    """Return whether the run compiles its model's dynamics (speed.compile; absent: no)."""
+    return bool(OmegaConf.select(cfg, "speed.compile", default=False))
 
 
 def _epoch_row(cfg: DictConfig, model, data: ImageData, counter: NFECounter, epoch: int, lr: float,

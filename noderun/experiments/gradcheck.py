@@ -16,7 +16,8 @@ from noderun.errors import UserError
 from noderun.lifecycle import RunRecorder
 from noderun.measure import NFECounter, relative_error
 from noderun.models import DOWNSAMPLING, ODE_NET, build_model
-from noderun.solvers import SolverSpec, validate_solver
+from noderun.config import task_solver
+from noderun.solvers import SolverSpec
 from noderun.experiments.common import task_settings, training_batch
 
 log = logging.getLogger("noderun")
@@ -26,15 +27,17 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 OVERALL = "all"  # the `parameter` of the row over every parameter tensor together
 
 
-def case_spec(case: DictConfig) -> SolverSpec:
+def case_spec(cfg: DictConfig, case: DictConfig) -> SolverSpec:
     """Return the validated solver of one case: an adaptive method at rtol = atol = tol, or a fixed
-    grid with step_size."""
+    grid with step_size; on the run's solve path where it has the method (noderun.config.task_solver)."""
     tol = case.get("tol", 1e-3)
-    return validate_solver(SolverSpec(method=case.method, rtol=tol, atol=tol, step_size=case.get("step_size")))
+    return task_solver(cfg, case.method, tol, tol, case.get("step_size"))
 
 
-def checked_settings(settings: DictConfig) -> tuple[list[tuple[str, SolverSpec]], torch.dtype, int, str]:
-    """Return ([(case name, solver)], dtype, batch_size, downsampling) of the settings, or raise UserError."""
+def checked_settings(cfg: DictConfig) -> tuple[list[tuple[str, SolverSpec]], torch.dtype, int, str]:
+    """Return ([(case name, solver)], dtype, batch_size, downsampling) of the run's gradcheck settings,
+    or raise UserError."""
+    settings = task_settings(cfg)
     if settings.dtype not in DTYPES:
         raise UserError(f"gradcheck.dtype={settings.dtype!r} is invalid; choose one of: {', '.join(DTYPES)}")
     if not isinstance(settings.batch_size, int) or settings.batch_size < 1:
@@ -42,7 +45,7 @@ def checked_settings(settings: DictConfig) -> tuple[list[tuple[str, SolverSpec]]
     if settings.downsampling not in DOWNSAMPLING:
         raise UserError(f"gradcheck.downsampling={settings.downsampling!r} is invalid; choose one of: "
                         f"{', '.join(DOWNSAMPLING)}")
-    cases = [(str(case.name), case_spec(case)) for case in settings.cases]
+    cases = [(str(case.name), case_spec(cfg, case)) for case in settings.cases]
     if not cases:
         raise UserError("gradcheck.cases is empty; give at least one {name, method, tol or step_size}")
     return cases, DTYPES[settings.dtype], settings.batch_size, str(settings.downsampling)
@@ -69,7 +72,8 @@ def case_rows(name: str, spec: SolverSpec, weights: dict[str, torch.Tensor], ima
         model.load_state_dict(weights)
         grads[adjoint] = gradients(model, images, labels)
     (adjoint, nfe_f, nfe_b), (backprop, nfe_f_bp, _) = grads[True], grads[False]
-    common = {"case": name, "method": spec.method, "tol": None if spec.fixed_grid else spec.rtol,
+    common = {"case": name, "method": spec.method, "solver_path": spec.path,
+              "tol": None if spec.fixed_grid else spec.rtol,
               "step_size": spec.step_size if spec.fixed_grid else None, "dtype": str(images.dtype).removeprefix("torch."),
               "nfe_forward": nfe_f, "nfe_backward_adjoint": nfe_b, "nfe_forward_backprop": nfe_f_bp}
     rows = [{**common, "parameter": p, "numel": backprop[p].numel(), "grad_norm": float(backprop[p].double().norm()),
@@ -85,7 +89,7 @@ def run(cfg: DictConfig, rec: RunRecorder) -> None:
     run_dir, device, summary = rec.run_dir, rec.device, rec.summary
     from noderun.plotting.tasks import gradcheck_figure  # matplotlib only once there is something to draw
 
-    cases, dtype, batch_size, downsampling = checked_settings(task_settings(cfg))
+    cases, dtype, batch_size, downsampling = checked_settings(cfg)
     images, labels = training_batch(cfg, batch_size, device)
     torch.manual_seed(cfg.seed)
     weights = build_model({"name": ODE_NET, "downsampling": downsampling}, SolverSpec()).to(dtype).state_dict()
@@ -99,4 +103,5 @@ def run(cfg: DictConfig, rec: RunRecorder) -> None:
     rec.add_files(*(p.name for p in gradcheck_figure(table, run_dir)))
     overall = table[table["parameter"] == OVERALL]
     summary.update(dtype=str(dtype).removeprefix("torch."), batch_size=len(labels), downsampling=downsampling,
+                   solver_path={name: spec.path for name, spec in cases},
                    rel_error=dict(zip(overall["case"], overall["rel_error"])))

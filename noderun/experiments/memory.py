@@ -3,6 +3,7 @@ column: O(L), O(L̃) and O(1)), measured on one training step of one real batch 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -17,6 +18,7 @@ from noderun.errors import UserError
 from noderun.lifecycle import RunRecorder
 from noderun.measure import NFECounter, SavedTensorBytes, peak_memory_mb, reset_peak_memory, wait_for
 from noderun.models import DOWNSAMPLING, MODELS, build_model, models_of_table
+from noderun.config import task_solver
 from noderun.solvers import FIXED_GRID_METHODS, SolverSpec
 from noderun.experiments.common import task_settings, training_batch
 
@@ -25,8 +27,11 @@ log = logging.getLogger("noderun")
 CSV_FILE = "memory.csv"
 
 
-def checked_settings(settings: DictConfig) -> tuple[list[int], str, int, str]:
-    """Return (steps, method, batch_size, downsampling) of the memory settings, or raise UserError."""
+def checked_settings(cfg: DictConfig) -> tuple[list[int], SolverSpec, int, str]:
+    """Return (steps, solver, batch_size, downsampling) of the run's memory settings, or raise UserError.
+    The solver is memory.method at one step on [0, 1], on the run's solve path where it has the method
+    (noderun.config.task_solver); model_of_depth divides that step."""
+    settings = task_settings(cfg)
     steps = list(settings.steps)
     if not steps or not all(isinstance(n, int) and n >= 1 for n in steps):
         raise UserError(f"memory.steps={steps} is invalid; use a list of whole numbers >= 1, e.g. [1,2,4,8]")
@@ -38,7 +43,8 @@ def checked_settings(settings: DictConfig) -> tuple[list[int], str, int, str]:
     if settings.downsampling not in DOWNSAMPLING:
         raise UserError(f"memory.downsampling={settings.downsampling!r} is invalid; choose one of: "
                         f"{', '.join(DOWNSAMPLING)}")
-    return sorted(set(steps)), str(settings.method), settings.batch_size, str(settings.downsampling)
+    solver = task_solver(cfg, str(settings.method), step_size=1.0)
+    return sorted(set(steps)), solver, settings.batch_size, str(settings.downsampling)
 
 
 def checked_models(settings: DictConfig) -> list[str]:
@@ -50,11 +56,11 @@ def checked_models(settings: DictConfig) -> list[str]:
     return names
 
 
-def model_of_depth(name: str, depth: int, method: str, downsampling: str) -> nn.Module:
-    """Return the model with `depth` solver steps on [0, 1] (models with an ODE block) or `depth`
+def model_of_depth(name: str, depth: int, solver: SolverSpec, downsampling: str) -> nn.Module:
+    """Return the model with `depth` steps of the solver on [0, 1] (models with an ODE block) or `depth`
     residual blocks (the others), all with the same downsampling and head."""
     if MODELS[name].is_ode:
-        return build_model({"name": name, "downsampling": downsampling}, SolverSpec(method=method, step_size=1 / depth))
+        return build_model({"name": name, "downsampling": downsampling}, dataclasses.replace(solver, step_size=1 / depth))
     return build_model({"name": name, "downsampling": downsampling, "blocks": depth}, SolverSpec())
 
 
@@ -82,16 +88,17 @@ def run(cfg: DictConfig, rec: RunRecorder) -> None:
     run_dir, device, summary = rec.run_dir, rec.device, rec.summary
     from noderun.plotting.tasks import memory_figure  # matplotlib only once there is something to draw
 
-    steps, method, batch_size, downsampling = checked_settings(task_settings(cfg))
+    steps, solver, batch_size, downsampling = checked_settings(cfg)
+    method = solver.method
     models = checked_models(task_settings(cfg))
     images, labels = training_batch(cfg, batch_size, device)
     for name in models:  # untimed: one-off setup (kernels for the batch's shapes) is charged to no depth
-        step_memory(model_of_depth(name, steps[0], method, downsampling).to(device), images, labels, device)
+        step_memory(model_of_depth(name, steps[0], solver, downsampling).to(device), images, labels, device)
     rows = []
     for depth in steps:
         for name in models:
             torch.manual_seed(cfg.seed)
-            model = model_of_depth(name, depth, method, downsampling).to(device).train()
+            model = model_of_depth(name, depth, solver, downsampling).to(device).train()
             row = {"model": name, "depth": depth, "method": method if MODELS[name].is_ode else None,
                    "batch_size": len(labels), **step_memory(model, images, labels, device)}
             log.info("memory: %s depth %d: %.2f MiB saved, NFE %d/%d, %.2f s", name, depth, row["saved_mb"],
@@ -101,6 +108,7 @@ def run(cfg: DictConfig, rec: RunRecorder) -> None:
     table = pd.DataFrame(rows)
     rec.write_file(CSV_FILE, table)
     rec.add_files(*(p.name for p in memory_figure(table, run_dir)))
-    summary.update(method=method, batch_size=len(labels), downsampling=downsampling, steps=steps,
+    summary.update(method=method, solver_path=solver.path, batch_size=len(labels), downsampling=downsampling,
+                   steps=steps,
                    saved_mb={name: dict(zip(map(str, group["depth"]), group["saved_mb"]))
                              for name, group in table.groupby("model", sort=False)})

@@ -15,7 +15,8 @@ from torch import nn
 
 from noderun.errors import UserError
 from noderun.lifecycle import RunRecorder
-from noderun.solvers import METHODS, SolverSpec, integrate, validate_solver
+from noderun.config import task_solver
+from noderun.solvers import METHODS, SolverSpec, integrate
 from noderun.experiments.common import task_settings
 
 log = logging.getLogger("noderun")
@@ -41,20 +42,20 @@ def exact_solution(t: torch.Tensor) -> torch.Tensor:
     return torch.exp(t / 2) * torch.sin(5 * t)
 
 
-def cases(settings: DictConfig) -> list[SolverSpec]:
+def cases(cfg: DictConfig) -> list[SolverSpec]:
     """Return the validated solvers to compare: each fixed-grid method at each step size, each
-    adaptive one at each tolerance (rtol = atol); raise UserError for an unknown method."""
+    adaptive one at each tolerance (rtol = atol), each on the run's solve path where it has the method
+    (noderun.config.task_solver); raise UserError for an unknown method."""
+    settings = task_settings(cfg)
     specs = []
     for method in settings.methods:
         if method not in METHODS or method == "scipy_solver":
             raise UserError(f"solver_accuracy.methods: unknown method {method!r}; choose from: "
                             f"{', '.join(m for m in METHODS if m != 'scipy_solver')}")
-        spec = SolverSpec(method=method)
-        if spec.fixed_grid:
-            specs += [validate_solver(SolverSpec(method=method, step_size=float(h))) for h in settings.step_sizes]
+        if SolverSpec(method=method).fixed_grid:
+            specs += [task_solver(cfg, method, step_size=float(h)) for h in settings.step_sizes]
         else:
-            specs += [validate_solver(SolverSpec(method=method, rtol=float(tol), atol=float(tol)))
-                      for tol in settings.tolerances]
+            specs += [task_solver(cfg, method, float(tol), float(tol)) for tol in settings.tolerances]
     if not specs:
         raise UserError("solver_accuracy.methods is empty; give methods such as [euler,rk4,dopri5]")
     return specs
@@ -72,7 +73,8 @@ def case_row(spec: SolverSpec, times: torch.Tensor, exact: torch.Tensor) -> dict
     """Return one solver's errors against the exact solution, on the output grid, with its NFE."""
     solution, nfe = solve(spec, times)
     error = (solution - exact).abs()
-    return {"method": spec.method, "step_size": spec.step_size if spec.fixed_grid else None,
+    return {"method": spec.method, "solver_path": spec.path,
+            "step_size": spec.step_size if spec.fixed_grid else None,
             "tol": None if spec.fixed_grid else spec.rtol, "nfe": nfe,
             "max_abs_error": float(error.max()), "final_abs_error": float(error[-1]),
             "rms_error": float(error.pow(2).mean().sqrt())}
@@ -102,7 +104,7 @@ def run(cfg: DictConfig, rec: RunRecorder) -> None:
     # not at points a fixed-grid solver interpolates between.
     times = torch.linspace(0, t_end, int(settings.output_points), dtype=torch.float64)
     exact = exact_solution(times)
-    specs = cases(settings)
+    specs = cases(cfg)
     rows = []
     for spec in specs:
         rows.append(case_row(spec, times, exact))
@@ -111,9 +113,10 @@ def run(cfg: DictConfig, rec: RunRecorder) -> None:
     table = pd.DataFrame(rows)
     rec.write_file(CSV_FILE, table)
     rec.write_file("solver_accuracy.md", markdown_table(table, t_end))
-    shown = [SolverSpec(method=str(m), step_size=float(settings.figure_step_size)) for m in settings.figure_methods]
-    curves = {f"{s.method}, h = {s.step_size:g}": solve(validate_solver(s), times)[0] for s in shown}
+    shown = [task_solver(cfg, str(m), step_size=float(settings.figure_step_size)) for m in settings.figure_methods]
+    curves = {f"{s.method}, h = {s.step_size:g}": solve(s, times)[0] for s in shown}
     fine = torch.linspace(0, t_end, 1001, dtype=torch.float64)
     figure = solver_accuracy_figure((fine, exact_solution(fine)), times, curves, table, run_dir)
     rec.add_files(*(p.name for p in figure))
-    summary.update(t_end=t_end, methods=list(settings.methods))
+    summary.update(t_end=t_end, methods=list(settings.methods),
+                   solver_path={str(m): task_solver(cfg, str(m)).path for m in settings.methods})

@@ -4,6 +4,7 @@ behind Figure 3(a)-(c): NFE, time per forward pass, test error, numerical error 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 from typing import Any
 
@@ -19,7 +20,8 @@ from noderun.lifecycle import RunRecorder
 from noderun.measure import NFECounter, relative_error
 from noderun.models import MODELS, ODE_NET
 from noderun.models.ode_block import ODEBlock
-from noderun.solvers import SolverSpec, integrate, validate_solver
+from noderun.config import task_solver
+from noderun.solvers import SolverSpec, integrate
 from noderun.experiments.common import load_data, task_settings
 from noderun.models.trained import model_at, trained_run
 from noderun.train import evaluate
@@ -78,21 +80,24 @@ def tolerance_row(model: nn.Module, data: ImageData, batch_size: int, h0: torch.
             "nfe_forward_train": nfe_train, "nfe_backward": nfe_backward}
 
 
-def checked_settings(settings: DictConfig) -> tuple[list[float], str, int, SolverSpec]:
-    """Return (tolerances, method, batch_size, reference solver) of the settings, or raise UserError."""
+def checked_settings(cfg: DictConfig) -> tuple[list[SolverSpec], int, SolverSpec]:
+    """Return (one solver per tolerance, loosest first; batch_size; reference solver) of the run's
+    tolerance settings, or raise UserError. Each solver is on the run's solve path where it has the
+    method (noderun.config.task_solver)."""
+    settings = task_settings(cfg)
     tolerances = list(settings.tolerances)
     if not tolerances:
         raise UserError("tolerance.tolerances is empty; give a list such as [1e-1,1e-3,1e-5]")
-    for tol in tolerances:
-        validate_solver(SolverSpec(method=settings.method, rtol=tol, atol=tol))
-    if SolverSpec(method=settings.method).fixed_grid:
+    solvers = [task_solver(cfg, settings.method, tol, tol) for tol in tolerances]
+    solvers = sorted((dataclasses.replace(s, rtol=float(s.rtol), atol=float(s.atol)) for s in solvers),
+                     key=lambda s: s.rtol, reverse=True)
+    if solvers[0].fixed_grid:
         raise UserError(f"tolerance.method={settings.method} steps a fixed grid and ignores tolerances; "
                         f"choose an adaptive method such as dopri5")
     if not isinstance(settings.batch_size, int) or settings.batch_size < 1:
         raise UserError(f"tolerance.batch_size={settings.batch_size} is invalid; use a whole number >= 1")
-    reference = validate_solver(SolverSpec(method=settings.reference_method, rtol=settings.reference_tol,
-                                           atol=settings.reference_tol))
-    return sorted(map(float, tolerances), reverse=True), str(settings.method), settings.batch_size, reference
+    reference = task_solver(cfg, settings.reference_method, settings.reference_tol, settings.reference_tol)
+    return solvers, settings.batch_size, reference
 
 
 def run(cfg: DictConfig, rec: RunRecorder) -> None:
@@ -100,7 +105,8 @@ def run(cfg: DictConfig, rec: RunRecorder) -> None:
     run_dir, device, summary = rec.run_dir, rec.device, rec.summary
     from noderun.plotting.tasks import figure3_abc  # matplotlib only once there is something to draw
 
-    tolerances, method, batch_size, reference_spec = checked_settings(task_settings(cfg))
+    solvers, batch_size, reference_spec = checked_settings(cfg)
+    method = solvers[0].method
     run_cfg, weights, path = trained_run(cfg.ckpt)
     # The trained model's dataset; where the data lives and how much of the test set, from this command.
     dataset = OmegaConf.merge(run_cfg.dataset, {k: cfg.dataset.get(k) for k in ("root", "sources", "test_size")})
@@ -108,16 +114,17 @@ def run(cfg: DictConfig, rec: RunRecorder) -> None:
     error_images = next(evaluation_batches(data.test, batch_size))[0]
     train_images, train_labels = next(evaluation_batches(data.train, batch_size))
 
-    model = model_at(run_cfg, weights, SolverSpec(method, tolerances[0], tolerances[0]), device, path)
+    model = model_at(run_cfg, weights, solvers[0], device, path)
     h0 = block_input(model, error_images)
     # Untimed warm-up over the test set: one-off setup (kernels for new shapes) is charged to no tolerance.
     evaluate(model, data.test, batch_size, NFECounter(model))
     reference = reference_solution(model, h0, reference_spec)
-    coarser = SolverSpec(reference_spec.method, reference_spec.rtol * 100, reference_spec.atol * 100)
+    coarser = dataclasses.replace(reference_spec, rtol=reference_spec.rtol * 100, atol=reference_spec.atol * 100)
     reference_check = relative_error([reference_solution(model, h0, coarser)], [reference])
     rows = []
-    for tol in tolerances:
-        model = model_at(run_cfg, weights, SolverSpec(method, tol, tol), device, path)
+    for solver in solvers:
+        tol = solver.rtol
+        model = model_at(run_cfg, weights, solver, device, path)
         row = {"tol": tol, "method": method, "batch_size": batch_size,
                **tolerance_row(model, data, batch_size, h0, reference, (train_images, train_labels))}
         log.info("tolerance %g: NFE-F %.1f, %.4f s per forward pass, test error %.2f%%, block error %.3g, "
@@ -127,6 +134,7 @@ def run(cfg: DictConfig, rec: RunRecorder) -> None:
     table = pd.DataFrame(rows)
     rec.write_file(CSV_FILE, table)
     rec.add_files(*(p.name for p in figure3_abc([(MODELS[ODE_NET].label, ODE_NET, table)], run_dir)))
-    summary.update(ckpt=str(path.resolve()), model=run_cfg.model.name, method=method, batch_size=batch_size,
-                   test_size=len(data.test), reference_method=reference_spec.method, reference_tol=reference_spec.rtol,
+    summary.update(ckpt=str(path.resolve()), model=run_cfg.model.name, method=method, solver_path=solvers[0].path,
+                   batch_size=batch_size, test_size=len(data.test), reference_method=reference_spec.method,
+                   reference_tol=reference_spec.rtol, reference_solver_path=reference_spec.path,
                    reference_vs_100x_looser=reference_check)

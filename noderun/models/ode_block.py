@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+from typing import Callable
+
 import torch
 from torch import nn
 
@@ -15,6 +18,47 @@ class CountedDynamics(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.nfe = 0
+
+
+class FieldDynamics(CountedDynamics):
+    """Dynamics whose arithmetic is `field(t, h)` alone, counted by `forward` around it, so that the
+    field can be compiled (`compile_dynamics`, config key speed.compile) while the count stays exact: a
+    compiled graph would take `nfe`, a Python int, for a constant. `compile_backend`: None (run the
+    field as it is) or the torch.compile backend that runs it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.compile_backend: str | None = None
+
+    def field(self, t: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, t: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        self.nfe += 1
+        if self.compile_backend is None:
+            return self.field(t, h)
+        return _compiled_field(self.compile_backend)(self, t, h)
+
+
+def _field(dynamics: FieldDynamics, t: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    return dynamics.field(t, h)
+
+
+@functools.cache
+def _compiled_field(backend: str) -> Callable[[FieldDynamics, torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Return `_field` compiled with the backend, made once for every dynamics: the module is an argument
+    of the compiled function, not captured by it, so a copy of a model (copy.deepcopy) runs its own weights."""
+    return torch.compile(_field, backend=backend)
+
+
+def compile_dynamics(model: nn.Module, backend: str | None = "inductor") -> int:
+    """Run the field of each of the model's FieldDynamics through torch.compile with `backend` (None:
+    uncompiled again); return how many there are (0: the model has none, e.g. ResNet or the latent ODE).
+    Compiling happens at the first evaluation of each new input shape, dtype and grad mode."""
+    dynamics = [m for m in model.modules() if isinstance(m, FieldDynamics)]
+    for d in dynamics:
+        d.compile_backend = backend
+    return len(dynamics)
 
 
 class ODEBlock(nn.Module):

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from noderun.models.blocks import CHANNELS, checked_downsampling, classifier_head, downsampling, group_norm
-from noderun.models.ode_block import CountedDynamics, ODEBlock
+from noderun.models.ode_block import FieldDynamics, ODEBlock
 from noderun.errors import UserError
 from noderun.solvers import SolverSpec
 
@@ -29,8 +29,9 @@ class ConcatConv2d(nn.Module):
         return self.conv(torch.cat([time_channel, x], dim=1))
 
 
-class ConvDynamics(CountedDynamics):
-    """f(t, h): GN, ReLU, conv(t), GN, ReLU, conv(t), GN. Counts its own evaluations in `nfe`."""
+class ConvDynamics(FieldDynamics):
+    """f(t, h): GN, ReLU, conv(t), GN, ReLU, conv(t), GN. Counts its evaluations in `nfe`; the field
+    alone may be compiled (speed.compile)."""
 
     def __init__(self, channels: int = CHANNELS):
         super().__init__()
@@ -40,8 +41,7 @@ class ConvDynamics(CountedDynamics):
         self.conv2 = ConcatConv2d(channels, channels)
         self.norm3 = group_norm(channels)
 
-    def forward(self, t: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        self.nfe += 1
+    def field(self, t: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         out = self.conv1(t, torch.relu(self.norm1(h)))
         out = self.conv2(t, torch.relu(self.norm2(out)))
         return self.norm3(out)

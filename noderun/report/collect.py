@@ -13,7 +13,7 @@ import pandas as pd
 
 from noderun.plotting.registry import is_ode_model
 from noderun.records import (METRICS_FILE, PREDICTIONS_FILE, RUN_LINK_FILE, SUMMARY_FILE, BrokenRecord,
-                             linked_run_dir, read_summary)
+                             config_as_today, linked_run_dir, read_summary)
 from noderun.report.checks import NUMBER, is_kind, shown, summary_problem
 from noderun.report.files import CONFIG_FILE, BrokenRun, CsvSpec, read_csv_table, read_run_config
 
@@ -149,7 +149,9 @@ def _flat_config(config: dict, model: str) -> dict[str, object]:
 def _config_columns(run_dir: Path, model: str) -> dict[str, object]:
     """Return the run's config as `config.`-prefixed columns ({} for a run without one)."""
     config = read_run_config(run_dir)
-    flat = _flat_config(config, model) if config is not None else {}
+    # An older run's config as today's would say it (keys retired or added since), so that only real
+    # differences between runs become row keys.
+    flat = _flat_config(config_as_today(config), model) if config is not None else {}
     for key, value in flat.items():
         if key.startswith(REFERENCE_NUMBERS) and value is not None and not is_kind(value, NUMBER):
             raise BrokenRun(f"config.yaml: {key} is {shown(value)}, not a number")
