@@ -156,6 +156,8 @@ def test_table2_quick_reports_the_three_models_beside_the_paper(tmp_path):
     assert sorted(zip(table.model, table.n_obs)) == sorted((m, n) for m in ("latent_ode", "rnn", "rnn_gap")
                                                            for n in (30, 50, 100))
     assert (table.seeds == 1).all() and table.rmse_mean.gt(0).all()
+    runs = pd.read_csv(sweep / "report" / "runs.csv")  # every run's own numbers
+    assert len(runs) == 9 and set(runs.model) == {"rnn", "rnn_gap", "latent_ode"} and runs.test_rmse.gt(0).all()
     assert table.set_index(["model", "n_obs"]).loc[("latent_ode", 30), "paper_rmse"] == 0.1642
     text = (sweep / "report" / "table2.md").read_text()
     assert "0.3937" in text and "0.1346" in text and "Latent ODE" in text and "RNN (time gap)" in text

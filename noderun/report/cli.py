@@ -69,8 +69,7 @@ def build_report(paths: list[Path], out_dir: Path) -> tuple[str, RunSet]:
             path.unlink()
     problems = not_completed_lines(run_set)
     (out_dir / "not_completed.txt").write_text("".join(line + "\n" for line in problems))
-    if not run_set.runs.empty:
-        write_runs_csv(run_set, out_dir)
+    write_runs_csv(run_set, out_dir)
     table, second = table1(run_set), table2(run_set)
     texts = [write_table1(table, out_dir, caption(run_set))] if not table.empty else []
     texts += [write_table2(second, out_dir)] if not second.empty else []

@@ -207,7 +207,12 @@ def write_table1(table: pd.DataFrame, out_dir: Path, title: str | None = None) -
 
 
 def write_runs_csv(run_set: RunSet, out_dir: Path) -> None:
-    """Write runs.csv: every summary field of every readable run plus the config values that vary."""
+    """Write runs.csv: every summary field of every readable training run (Table 1's, plus the config
+    values that vary, and Table 2's time-series runs), where there are any; measurement tasks have their
+    own files."""
     runs = run_set.runs
     summary_columns = [c for c in runs.columns if not c.startswith("config.")]
-    runs[summary_columns + run_set.varying].to_csv(out_dir / "runs.csv", index=False)
+    series = pd.DataFrame([t for t in run_set.tasks if t.get("task") == "timeseries"])
+    frames = [f for f in (runs[summary_columns + run_set.varying] if len(runs) else runs, series) if len(f)]
+    if frames:
+        pd.concat(frames, ignore_index=True).to_csv(out_dir / "runs.csv", index=False)
