@@ -482,11 +482,11 @@ def task_solver(cfg: DictConfig, method: str, rtol: float = 1e-3, atol: float = 
     builds for a method, tolerances and step size of its own settings, on the run's solve path
     (`solver.path`) where that path has the method, else on torchdiffeq's: the device path has only
     some methods, and a task that compares many runs the others there. UserError for a bad value."""
-    from noderun.solvers import DEVICE_METHODS, SolverSpec, validate_solver  # imports torch
+    from noderun.solvers import SolverSpec, validate_solver  # imports torch
 
-    path = OmegaConf.select(cfg, "solver.path", default=None)  # None: the method's default path
-    if path == "device" and method not in DEVICE_METHODS:
-        path = "torchdiffeq"
+    path = OmegaConf.select(cfg, "solver.path", default=None)
+    if path == "device":  # SolverSpec's default path: the device path where it has the method
+        path = None
     return validate_solver(SolverSpec(method=method, rtol=rtol, atol=atol, step_size=step_size, path=path))
 
 

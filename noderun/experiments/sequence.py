@@ -142,7 +142,8 @@ def run(cfg: DictConfig, rec: RunRecorder) -> None:
     data = make_spirals(cfg.dataset, seed)
     data = Spirals(data.times.to(device), data.n_points, data.train.to(device), data.test.to(device))
     torch.manual_seed(seed)
-    model = build_model(cfg.model, solver_spec(cfg)).to(device)
+    solver = solver_spec(cfg)
+    model = build_model(cfg.model, solver).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=float(t.lr))
     rec.restore(model=model, optimizer=optimizer)
     counter = NFECounter(model)
@@ -151,7 +152,7 @@ def run(cfg: DictConfig, rec: RunRecorder) -> None:
                train_size=len(data.train), test_size=len(data.test), params=count_parameters(model),
                solver=cfg.solver.method if ode else None, rtol=cfg.solver.rtol if ode else None,
                atol=cfg.solver.atol if ode else None, adjoint=bool(cfg.model.adjoint) if ode else None,
-               solver_path=cfg.solver.get("path", "torchdiffeq") if ode else None,
+               solver_path=solver.path if ode else None,
                peak_memory_kind="cuda_max_allocated" if device.type == "cuda" else "cpu_max_rss")
     predicted = None
     for epoch in range(len(rec.rows) + 1, int(t.epochs) + 1):
