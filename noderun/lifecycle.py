@@ -289,6 +289,13 @@ class RunRecorder:
                 module.load_state_dict(state[name])
         return True
 
+    def best_state(self) -> dict[str, Any]:
+        """Return the state saved as best.pt (the selected epoch's), or raise UserError naming a broken one."""
+        try:
+            return load_checkpoint(self.run_dir / BEST_CHECKPOINT, self.device)
+        except (BrokenRecord, FileNotFoundError) as err:
+            raise UserError(f"cannot read the selected epoch's weights: {err}") from None
+
     @contextmanager
     def _refusing_a_misfit(self) -> Iterator[None]:
         try:

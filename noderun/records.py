@@ -128,6 +128,9 @@ RETIRED_KEYS = ("speed.rk_stages",)
 # Keys added since some runs were made, with the value that computes what those runs did: a run from
 # before solver.path solved with torchdiffeq's solvers, one from before speed.compile uncompiled.
 ADDED_KEYS = {"solver.path": "torchdiffeq", "speed.compile": False}
+# Keys added to some datasets only, by dataset name, likewise: a spirals run from before dataset.val_fraction
+# had no validation split and reported its last epoch.
+ADDED_DATASET_KEYS = {"spirals": {"val_fraction": 0}, "spirals_archimedean": {"val_fraction": 0}}
 
 
 def _group(plain: dict[str, Any], parts: list[str], create: bool = False) -> dict[str, Any] | None:
@@ -160,14 +163,18 @@ def without_keys(plain: dict[str, Any], dotted_keys: Iterable[str], prune: bool 
 
 def config_as_today(old: Mapping[str, Any]) -> dict[str, Any]:
     """Return an earlier run's config or key config (plain dicts) as today's config would write it for
-    the same computation: without RETIRED_KEYS, and with each of ADDED_KEYS it lacks set to the value
-    that computes what it did. Resume compares and finds runs by it; noderun-report reads their configs by it."""
+    the same computation: without RETIRED_KEYS, and with each of ADDED_KEYS (and of its dataset's
+    ADDED_DATASET_KEYS) it lacks set to the value that computes what it did. Resume compares and finds runs by it; noderun-report reads their configs by it."""
     plain = without_keys(copy.deepcopy(dict(old)), RETIRED_KEYS, prune=True)
     for dotted, value in ADDED_KEYS.items():
         *parents, last = dotted.split(".")
         group = _group(plain, parents, create=True)
         if group is not None:
             group.setdefault(last, value)
+    dataset = plain.get("dataset")
+    if isinstance(dataset, dict):
+        for key, value in ADDED_DATASET_KEYS.get(str(dataset.get("name")), {}).items():
+            dataset.setdefault(key, value)
     return plain
 
 

@@ -14,13 +14,14 @@ from omegaconf import OmegaConf
 from conftest import CONF_DIR, run_noderun, single_error_line
 from noderun.data.spirals import example_curves, make_spirals
 from noderun.errors import UserError
+from noderun.experiments.common import selected_row
 from noderun.experiments.sequence import epoch_lr
 from noderun.models import build_model
 from noderun.records import read_summary
 from noderun.solvers import SolverSpec
 
 ARCHIMEDEAN = {"name": "spirals_archimedean", "n_spirals": 40, "n_points": 100, "n_obs": 30, "test_fraction": 0.1,
-               "noise_std": 0.1, "a": 0.5, "b": 0.2, "turns": 0.5}
+               "noise_std": 0.1, "a": 0.5, "b": 0.2, "turns": 0.5, "val_fraction": 0.0}
 # torchdiffeq's example family as conf/dataset/spirals.yaml has it, made small.
 EXAMPLE = {**OmegaConf.to_container(OmegaConf.load(CONF_DIR / "dataset" / "spirals.yaml")), "n_spirals": 80,
            "n_obs": 30, "test_fraction": 0.1}
@@ -64,11 +65,11 @@ def test_example_spirals_are_windows_of_torchdiffeqs_two_curves_with_the_next_po
         pytest.approx(15 / (6 * math.pi + 1 - float(grid[500])), rel=1e-6)
     dt = float(grid[1])
     assert len(data.times) == 200 and torch.allclose(data.times, torch.arange(200) * dt)
-    # A test spiral is 200 consecutive grid points (window, then target) from a start in [100, 800], so
+    # A test (or validation) spiral is 200 consecutive grid points (window, then target) from a start in [100, 800], so
     # that its target lies inside the grid; a training spiral's window starts anywhere in [100, 900), as
     # the example's do, and what would follow it past the grid's end is NaN.
     starts = {}
-    for name, split in (("train", data.train), ("test", data.test)):
+    for name, split in (("train", data.train), ("val", data.val), ("test", data.test)):
         starts[name] = []
         for i in range(len(split)):
             curve = clock if split.clockwise[i] else counter
@@ -77,10 +78,10 @@ def test_example_spirals_are_windows_of_torchdiffeqs_two_curves_with_the_next_po
             assert torch.allclose(split.clean[i, :inside], curve[start : start + inside].float(), atol=1e-5)
             assert split.clean[i, inside:].isnan().all() and split.clean[i, :100].isfinite().all()
             starts[name].append(start)
-    assert min(starts["test"]) >= 100 and max(starts["test"]) <= 800
+    assert min(starts["test"] + starts["val"]) >= 100 and max(starts["test"] + starts["val"]) <= 800
     assert min(starts["train"]) >= 100 and max(starts["train"]) > 800 and max(starts["train"]) < 900
-    every = torch.cat([data.train.clean[:, :100], data.test.clean[:, :100]])  # the windows (never NaN)
-    clockwise = torch.cat([data.train.clockwise, data.test.clockwise])
+    every = torch.cat([s.clean[:, :100] for s in (data.train, data.val, data.test)])  # the windows (never NaN)
+    clockwise = torch.cat([s.clockwise for s in (data.train, data.val, data.test)])
     assert int(clockwise.sum()) == 40
     centre = torch.where(clockwise.unsqueeze(1), torch.tensor([-5.0, 0.0]), torch.tensor([5.0, 0.0]))
     turning = _turning(every, centre)
@@ -96,7 +97,23 @@ def test_example_spirals_are_windows_of_torchdiffeqs_two_curves_with_the_next_po
     assert within.train.clean.isfinite().all()
 
 
+def test_validation_spirals_are_held_out_like_the_test_ones_and_leave_the_test_spirals_as_they_were():
+    """dataset.val_fraction takes its spirals from the training side, drawn as the test spirals are (their
+    targets exist); the test spirals are the same with or without it, so a run with a validation split is
+    scored on the spirals one without it was."""
+    d = OmegaConf.create({**EXAMPLE, "n_spirals": 200, "val_fraction": 0.1})
+    data, without = make_spirals(d, seed=5), make_spirals(OmegaConf.create({**d, "val_fraction": 0}), seed=5)
+    assert (len(data.train), len(data.val), len(data.test)) == (160, 20, 20) and without.val is None
+    assert len(without.train) == 180
+    assert torch.equal(data.test.noisy, without.test.noisy) and torch.equal(data.test.observed, without.test.observed)
+    assert data.val.clean.isfinite().all() and int(data.val.clockwise.sum()) == 10
+    assert not torch.equal(data.val.noisy, data.val.clean)  # validation targets are noisy, as observations are
+
+
 @pytest.mark.parametrize("change, named", [
+    ({"val_fraction": -0.1}, "dataset.val_fraction=-0.1"),
+    ({"val_fraction": 0.9}, "dataset.val_fraction=0.9"),
+    ({"val_fraction": "x"}, "dataset.val_fraction=x"),
     ({"n_grid": 250}, "dataset.n_grid=250"),
     ({"t_end_pi": 0.0}, "dataset.t_end_pi=0.0"),
     ({"noise_std": -0.1}, "dataset.noise_std=-0.1"),
@@ -136,6 +153,17 @@ def test_the_plain_rnn_ignores_the_times_and_the_gap_rnn_and_the_latent_odes_enc
     assert models["rnn"].cell.input_size == 2 and models["rnn_gap"].cell.input_size == 3
 
 
+def test_the_reported_epoch_is_the_best_on_validation_and_never_chosen_on_the_test_set():
+    rows = [{"epoch": 1, "val_rmse": 0.5, "test_rmse": 0.9}, {"epoch": 2, "val_rmse": 0.3, "test_rmse": 0.7},
+            {"epoch": 3, "val_rmse": None, "test_rmse": 0.1}, {"epoch": 4, "val_rmse": 0.3, "test_rmse": 0.2}]
+    assert selected_row(rows, "val_rmse", larger_is_better=False)["epoch"] == 2  # the first of equals
+    assert selected_row(rows, "val_rmse", larger_is_better=True)["epoch"] == 1
+    no_val = [{**r, "val_rmse": None} for r in rows]
+    assert selected_row(no_val, "val_rmse", larger_is_better=False) is no_val[-1]  # the last epoch
+    old = [{"epoch": 1, "test_rmse": 0.4}, {"epoch": 2, "test_rmse": 0.5}]  # a run from before val_rmse
+    assert selected_row(old, "val_rmse", larger_is_better=False) is old[-1]
+
+
 def test_the_lr_decays_from_lr_to_its_final_fraction_over_the_run():
     assert epoch_lr(0.01, 0.1, 1, 5) == pytest.approx(0.01)
     assert epoch_lr(0.01, 0.1, 5, 5) == pytest.approx(0.001)
@@ -170,13 +198,19 @@ def test_table2_quick_reports_the_three_models_beside_the_paper(tmp_path):
         assert summary["status"] == "completed" and summary["task"] == "timeseries"
         metrics = pd.read_csv(run_dir / "metrics.csv")
         assert list(metrics.epoch) == [1, 2] and metrics.train_loss.notna().all()
+        # The reported epoch is the one of least validation RMSE (4 validation spirals here).
+        assert summary["val_size"] == 4 and summary["selected_by"] == "val_rmse"
+        best = metrics.loc[metrics.val_rmse.idxmin()]
+        assert summary["best_epoch"] == best.epoch and summary["test_rmse"] == pytest.approx(best.test_rmse)
+        assert summary["final_test_rmse"] == pytest.approx(metrics.test_rmse.iloc[-1])
         if summary["model"] == "latent_ode":
-            assert summary["nfe_forward"] > 0 and summary["solver_path"] == "torchdiffeq"  # the preset's path (results/table2 ran on it)
+            assert summary["nfe_forward"] > 0 and summary["solver_path"] == "device"  # dopri5's default path
             assert (summary["test_rmse_unobserved"] is None) == (summary["n_obs"] == 100)
         else:
             assert summary["nfe_forward"] == 0 and summary["test_rmse_unobserved"] is None
         # All 4 test spirals are in the predictions file, so the Table 2 number can be recomputed
-        # from it: the noiseless spiral against the predictions at the 100 times after the window.
+        # from it: the noiseless spiral against the predictions at the 100 times after the window (made
+        # with the reported epoch's weights, best.pt, when that is not the last).
         points = pd.read_csv(run_dir / "spiral_predictions.csv")
         assert points.groupby("trajectory")["observed"].sum().eq(summary["n_obs"]).all()
         assert not points[points.observed].in_window.eq(False).any()

@@ -16,7 +16,8 @@ Both: half the spirals counter-clockwise, half clockwise; Gaussian noise of std 
 point (the targets after the window are compared against the noiseless curve); each trajectory keeps
 n_obs of its n_points window points, drawn without replacement (irregular times, sorted); times are
 counted from the window's start (the dynamics do not depend on time); a seeded test_fraction of the
-spirals is held out. Everything is drawn from the run's seed.
+spirals is held out for testing, and val_fraction of them for validation (the epoch a run reports is chosen on
+them, never on the test spirals). Everything is drawn from the run's seed.
 """
 
 from __future__ import annotations
@@ -53,12 +54,19 @@ class SpiralSplit:
 
 @dataclass
 class Spirals:
-    """The generated data: shared times, the size of the observation window, train and test splits."""
+    """The generated data: shared times, the size of the observation window, the train and test splits
+    and the validation split (None when it holds no spiral: dataset.val_fraction 0)."""
 
     times: torch.Tensor
     n_points: int
     train: SpiralSplit
     test: SpiralSplit
+    val: SpiralSplit | None = None
+
+    def to(self, device: torch.device) -> "Spirals":
+        """Return the data with every tensor on device."""
+        return Spirals(self.times.to(device), self.n_points, self.train.to(device), self.test.to(device),
+                       None if self.val is None else self.val.to(device))
 
     @property
     def window(self) -> torch.Tensor:
@@ -80,6 +88,11 @@ def _check_common(d: DictConfig) -> None:
             round(d.test_fraction * d.n_spirals) >= d.n_spirals:
         raise UserError(f"dataset.test_fraction={d.test_fraction} is invalid; use a number between 0 and 1 that "
                         f"leaves both splits at least one of the {d.n_spirals} spirals")
+    if not isinstance(d.get("val_fraction"), (int, float)) or not 0 <= d.val_fraction < 1 or \
+            _test_count(d) + _val_count(d) >= d.n_spirals:
+        raise UserError(f"dataset.val_fraction={d.get('val_fraction')} is invalid; use a number from 0 (no validation "
+                        f"split) below 1 - dataset.test_fraction, so that some of the {d.n_spirals} spirals are left "
+                        f"to train on")
     if not float(d.noise_std) >= 0:
         raise UserError(f"dataset.noise_std={d.noise_std} is invalid; use a number >= 0")
 
@@ -106,19 +119,25 @@ def validate_spiral_settings(d: DictConfig) -> None:
 
 
 def _observe(clean: torch.Tensor, clockwise: torch.Tensor, times: torch.Tensor, n_points: int, d: DictConfig,
-             generator: torch.Generator, n_test: int) -> Spirals:
-    """Add noise, draw each trajectory's observed window points; the first n_test trajectories are the
-    test split. (NaN points, past the end of the example's grid, stay NaN: no model reads them.)"""
-    n = len(clean)
+             generator: torch.Generator) -> Spirals:
+    """Add noise, draw each trajectory's observed window points; the first trajectories are the test
+    split, the next round(val_fraction · n_spirals) the validation split, the rest the training split. (NaN points, past
+    the end of the example's grid, stay NaN: no model reads them.)"""
+    n, n_test, n_val = len(clean), _test_count(d), _val_count(d)
     noisy = clean + float(d.noise_std) * torch.randn(clean.shape, generator=generator)
     observed = torch.stack([torch.randperm(n_points, generator=generator)[: int(d.n_obs)].sort().values
                             for _ in range(n)])
     every = SpiralSplit(clean, noisy, observed, clockwise)
-    return Spirals(times, n_points, every.subset(torch.arange(n_test, n)), every.subset(torch.arange(n_test)))
+    val = every.subset(torch.arange(n_test, n_test + n_val)) if n_val else None
+    return Spirals(times, n_points, every.subset(torch.arange(n_test + n_val, n)), every.subset(torch.arange(n_test)), val)
 
 
 def _test_count(d: DictConfig) -> int:
     return round(float(d.test_fraction) * int(d.n_spirals))
+
+
+def _val_count(d: DictConfig) -> int:
+    return round(float(d.val_fraction) * int(d.n_spirals))
 
 
 def example_curves(d: DictConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -139,23 +158,25 @@ def example_spirals(d: DictConfig, seed: int) -> Spirals:
     starts in [n_points, n_grid − 2·n_points], so that the n_points grid points after it, its target,
     exist. A training spiral's window starts where the example's do, in [n_points, n_grid − n_points),
     when dataset.train_starts_to_end (else as the test spirals'): the training windows then cover the
-    whole curve, the stretch the test targets reach included; past the grid's end its points are NaN."""
+    whole curve, the stretch the test targets reach included; past the grid's end its points are NaN.
+    Validation spirals are drawn as the test ones are (their targets exist). With val_fraction 0 the test
+    and training spirals are those drawn before validation existed."""
     generator = torch.Generator().manual_seed(seed)
     n, n_points, n_grid = int(d.n_spirals), int(d.n_points), int(d.n_grid)
-    n_test = _test_count(d)
+    n_held = _test_count(d) + _val_count(d)
     grid, counter, clock = example_curves(d)
     test_last = n_grid - 2 * n_points
     train_last = n_grid - n_points - 1 if bool(d.train_starts_to_end) else test_last
-    starts = torch.cat([torch.randint(n_points, test_last + 1, (n_test,), generator=generator),
-                        torch.randint(n_points, train_last + 1, (n - n_test,), generator=generator)])
+    starts = torch.cat([torch.randint(n_points, test_last + 1, (n_held,), generator=generator),
+                        torch.randint(n_points, train_last + 1, (n - n_held,), generator=generator)])
     # Half of each split turns each way.
-    clockwise = torch.cat([torch.arange(n_test) % 2 == 1, torch.arange(n - n_test) % 2 == 1])
+    clockwise = torch.cat([torch.arange(size) % 2 == 1 for size in (_test_count(d), _val_count(d), n - n_held)])
     nan = torch.full((2 * n_points, 2), float("nan"), dtype=grid.dtype)
     counter, clock = torch.cat([counter, nan]), torch.cat([clock, nan])
     index = starts.unsqueeze(1) + torch.arange(2 * n_points)
     clean = torch.where(clockwise.view(n, 1, 1), clock[index], counter[index]).float()
     times = (grid[: 2 * n_points] - grid[0]).float()
-    return _observe(clean, clockwise, times, n_points, d, generator, n_test)
+    return _observe(clean, clockwise, times, n_points, d, generator)
 
 
 def archimedean_spirals(d: DictConfig, seed: int) -> Spirals:
@@ -174,7 +195,7 @@ def archimedean_spirals(d: DictConfig, seed: int) -> Spirals:
     # A seeded shuffle picks the test spirals, so that both splits hold both directions.
     order = torch.randperm(n, generator=generator)
     clean, clockwise = clean[order], clockwise[order]
-    return _observe(clean, clockwise, times, n_points, d, generator, _test_count(d))
+    return _observe(clean, clockwise, times, n_points, d, generator)
 
 
 FAMILIES = {"spirals": example_spirals, "spirals_archimedean": archimedean_spirals}
@@ -182,6 +203,6 @@ FAMILIES = {"spirals": example_spirals, "spirals_archimedean": archimedean_spira
 
 def make_spirals(d: DictConfig, seed: int) -> Spirals:
     """Return the spirals dataset.* describes (its name picks the family), drawn from seed, with
-    round(test_fraction · n_spirals) of them held out as the test split."""
+    round(test_fraction · n_spirals) of them held out as the test split and round(val_fraction · n_spirals) as the validation split."""
     validate_spiral_settings(d)
     return FAMILIES[str(d.name)](d, seed)

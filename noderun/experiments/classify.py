@@ -14,7 +14,7 @@ from noderun.config import solver_spec
 from noderun.data.batches import epoch_generator, training_batches
 from noderun.data.image_data import ImageData
 from noderun.errors import UserError
-from noderun.experiments.common import load_data
+from noderun.experiments.common import load_data, selected_row
 from noderun.lifecycle import RunRecorder
 from noderun.measure import NFECounter, peak_memory_mb, reset_peak_memory
 from noderun.models import MODELS, build_model, count_parameters
@@ -58,7 +58,7 @@ def run(cfg: DictConfig, rec: RunRecorder) -> None:
         stats = train_epoch(model, optimizer, batches, num_batches, counter, f"epoch {epoch + 1}/{t.epochs}",
                             bool(t.progress), bool(t.get("measure_step", True)))
         row = _epoch_row(cfg, model, data, counter, epoch, lr, stats, device)
-        best = _best_row([*rec.rows, row])
+        best = selected_row([*rec.rows, row], "val_acc", larger_is_better=True)
         rec.record_epoch(row, {"model": model.state_dict(), "optimizer": optimizer.state_dict()},
                          best=best is row, **_summary_fields([*rec.rows, row], best, len(data.train), t.batch_size))
     if rec.summary.get("test_error") is not None:
@@ -107,14 +107,6 @@ def _epoch_row(cfg: DictConfig, model, data: ImageData, counter: NFECounter, epo
              "-" if val_acc is None else f"{val_acc:.4f}", test_acc, stats.nfe_forward, stats.nfe_backward,
              stats.time_s, row["eval_time_s"])
     return row
-
-
-def _best_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Return the row of the best epoch: by validation accuracy (the first of equals), or the last
-    epoch when there is no validation split, so no reported number is chosen by looking at the test set."""
-    if rows[-1]["val_acc"] is None:
-        return rows[-1]
-    return max(rows, key=lambda r: (r["val_acc"], -r["epoch"]))
 
 
 def _summary_fields(rows: list[dict[str, Any]], best: dict[str, Any], train_size: int, batch_size: int) -> dict[str, Any]:

@@ -1,8 +1,10 @@
-"""What several experiments share: their settings block, and real MNIST batches on the run's device."""
+"""What several experiments share: their settings block, real MNIST batches on the run's device, and the
+choice of the epoch a run reports."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -37,3 +39,14 @@ def training_batch(cfg: DictConfig, size: int, device: torch.device) -> tuple[to
     """Return the first `size` images (floats in [0, 1]) and labels of the run's training split."""
     data = load_data(OmegaConf.merge(cfg, {"dataset": {"train_size": size, "test_size": 1}}), device)
     return to_float(data.train.images), data.train.labels
+
+
+def selected_row(rows: list[dict[str, Any]], metric: str, larger_is_better: bool) -> dict[str, Any]:
+    """Return the metrics row of the epoch a run reports: the best by the validation `metric` (the first
+    of equals; rows without a value rank last), or the last row when no row has one (no validation
+    split), so that no reported number is chosen by looking at the test set."""
+    scored = [r for r in rows if r.get(metric) is not None]
+    if not scored:
+        return rows[-1]
+    sign = 1 if larger_is_better else -1
+    return max(scored, key=lambda r: (sign * r[metric], -r["epoch"]))

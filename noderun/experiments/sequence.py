@@ -7,7 +7,9 @@ after the window. `test_rmse`, the Table 2 number, is the root mean square diffe
 predictions and the noiseless spiral, over both coordinates, every predicted time and every test
 trajectory. Also recorded: the same at the observed points (reconstruction; for the RNN its
 one-step-ahead predictions of observations 2..n) and, for the latent ODE, at the window's unobserved
-times (interpolation).
+times (interpolation). A run reports these at the epoch whose prediction beyond the window erred least
+on the validation spirals (`val_rmse`, against their noisy points), or at its last epoch when
+dataset.val_fraction is 0; metrics.csv has every epoch's.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from torch import nn
 from noderun.data.batches import epoch_generator, shuffled_batch_indices
 from noderun.data.spirals import SpiralSplit, Spirals, make_spirals
 from noderun.errors import UserError
+from noderun.experiments.common import selected_row
 from noderun.lifecycle import RunRecorder
 from noderun.measure import NFECounter, peak_memory_mb, reset_peak_memory, wait_for
 from noderun.models import MODELS, build_model, count_parameters
@@ -107,6 +110,29 @@ def prediction_errors(predicted: torch.Tensor, split: SpiralSplit, n_points: int
             "test_rmse_unobserved": rmse(predicted, split.clean, window & ~observed)}
 
 
+def validation_rmse(model: nn.Module, data: Spirals, batch_size: int) -> float | None:
+    """Return the RMSE of the prediction beyond the window on the validation spirals against their noisy
+    points (what a researcher without the noiseless curve can measure); None without a validation split."""
+    if data.val is None:
+        return None
+    predicted = predict_split(model, data.val, data, batch_size)
+    window = torch.arange(predicted.shape[1], device=predicted.device) < data.n_points
+    return rmse(predicted, data.val.noisy, ~window.expand(len(data.val), -1))
+
+
+def summary_fields(rows: list[dict], best: dict) -> dict:
+    """Return the summary's results after the epochs in rows: the test errors at the selected epoch
+    (`best`), the last epoch's test RMSE, NFE and loss, time and memory over all epochs."""
+    last = rows[-1]
+    return {"best_epoch": best["epoch"], "selected_by": "val_rmse" if best.get("val_rmse") is not None else "last_epoch",
+            "val_rmse": best.get("val_rmse"),
+            **{key: best[key] for key in ("test_rmse", "test_rmse_observed", "test_rmse_unobserved")},
+            "final_test_rmse": last["test_rmse"],
+            **{key: last[key] for key in ("nfe_forward", "nfe_backward", "nfe_forward_eval", "train_loss")},
+            "train_time_s": round(sum(r["epoch_time_s"] for r in rows), 2),
+            "peak_memory_mb": max(r["peak_memory_mb"] for r in rows)}
+
+
 def prediction_table(predicted: torch.Tensor, split: SpiralSplit, data: Spirals, count: int) -> pd.DataFrame:
     """Return the first `count` test trajectories in long form for figures: truth, noisy point,
     whether observed, and the prediction at every time."""
@@ -139,8 +165,7 @@ def run(cfg: DictConfig, rec: RunRecorder) -> None:
     if not 0 < float(t.lr_final) <= 1:
         raise UserError(f"trainer.lr_final={t.lr_final} is invalid; use a fraction of trainer.lr in (0, 1] "
                         f"(1: no decay)")
-    data = make_spirals(cfg.dataset, seed)
-    data = Spirals(data.times.to(device), data.n_points, data.train.to(device), data.test.to(device))
+    data = make_spirals(cfg.dataset, seed).to(device)
     torch.manual_seed(seed)
     solver = solver_spec(cfg)
     model = build_model(cfg.model, solver).to(device)
@@ -149,7 +174,8 @@ def run(cfg: DictConfig, rec: RunRecorder) -> None:
     counter = NFECounter(model)
     ode = entry.is_ode
     rec.update(model=cfg.model.name, n_obs=int(cfg.dataset.n_obs), n_points=data.n_points,
-               train_size=len(data.train), test_size=len(data.test), params=count_parameters(model),
+               train_size=len(data.train), val_size=len(data.val) if data.val is not None else 0,
+               test_size=len(data.test), params=count_parameters(model),
                solver=cfg.solver.method if ode else None, rtol=cfg.solver.rtol if ode else None,
                atol=cfg.solver.atol if ode else None, adjoint=bool(cfg.model.adjoint) if ode else None,
                solver_path=solver.path if ode else None,
@@ -170,19 +196,24 @@ def run(cfg: DictConfig, rec: RunRecorder) -> None:
         row = {"epoch": epoch, "iterations": epoch * passes * math.ceil(len(data.train) / int(t.batch_size)),
                "lr": optimizer.param_groups[0]["lr"], **stats,
                "nfe_forward_eval": counter.take() / math.ceil(len(data.test) / int(t.eval_batch_size)),
+               "val_rmse": validation_rmse(model, data, int(t.eval_batch_size)),
                **errors, "epoch_time_s": round(elapsed, 3), "peak_memory_mb": round(peak_memory_mb(device), 1)}
         rows = [*rec.rows, row]
+        best = selected_row(rows, "val_rmse", larger_is_better=False)
         rec.record_epoch(row, {"model": model.state_dict(), "optimizer": optimizer.state_dict()},
-                         train_time_s=round(sum(r["epoch_time_s"] for r in rows), 2),
-                         peak_memory_mb=max(r["peak_memory_mb"] for r in rows),
-                         **{key: row[key] for key in ("test_rmse", "test_rmse_observed", "test_rmse_unobserved",
-                                                      "nfe_forward", "nfe_backward", "nfe_forward_eval", "train_loss")})
-        log.info("%s n_obs=%d epoch %d/%d: loss %.3f, test RMSE beyond the window %.4f, NFE-F %.1f, NFE-B %.1f, %.1f s",
-                 cfg.model.name, cfg.dataset.n_obs, epoch, t.epochs, stats["train_loss"], errors["test_rmse"],
+                         best=best is row, **summary_fields(rows, best))
+        log.info("%s n_obs=%d epoch %d/%d: loss %.3f, RMSE beyond the window: val %s, test %.4f; NFE-F %.1f, "
+                 "NFE-B %.1f, %.1f s", cfg.model.name, cfg.dataset.n_obs, epoch, t.epochs, stats["train_loss"],
+                 "-" if row["val_rmse"] is None else f"{row['val_rmse']:.4f}", errors["test_rmse"],
                  stats["nfe_forward"], stats["nfe_backward"], elapsed)
-    if predicted is None:  # resumed after its last epoch: the predictions come from the restored weights
+    if rec.summary.get("best_epoch", len(rec.rows)) != len(rec.rows):  # the figures show the reported epoch's predictions
+        model.load_state_dict(rec.best_state()["model"])
+        predicted = None
+    if predicted is None:  # also: resumed after its last epoch, the predictions come from the restored weights
         predicted = predict_split(model, data.test, data, int(t.eval_batch_size))
-    rec.add_files("metrics.csv", "last.pt")
+    log.info("test RMSE beyond the window %s at epoch %s (selected by %s)", rec.summary.get("test_rmse"),
+             rec.summary.get("best_epoch"), rec.summary.get("selected_by"))
+    rec.add_files("metrics.csv", "last.pt", "best.pt")
     table = prediction_table(predicted.cpu(), data.test.to(torch.device("cpu")), data, int(cfg.model.plot_spirals))
     rec.write_file(PREDICTIONS_FILE, table)
     rec.add_files(*(p.name for p in spiral_figure({cfg.model.name: table}, int(cfg.dataset.n_obs),

@@ -4,6 +4,7 @@ reconstruction inside the observation window and its extrapolation beyond the la
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -72,23 +73,28 @@ def one_spiral_figure(tables: dict[str, pd.DataFrame], n_obs: int, rmses: dict[s
     return save_figure(fig, out_dir, name)
 
 
-def rmse_curve_figure(curves: list[tuple[str, int, pd.DataFrame]], out_dir: Path, name: str = "table2_convergence") -> list[Path]:
+def rmse_curve_figure(curves: list[tuple[str, int, pd.DataFrame, Any]], out_dir: Path,
+                      name: str = "table2_convergence") -> list[Path]:
     """Test RMSE beyond the window against epoch: one panel per observed-point count, one line per run
-    (model colour; curves holds (model, n_obs, metrics.csv) per run); write out_dir/name.png/.pdf."""
-    counts = sorted({n for _, n, _ in curves})
+    (model colour; curves holds (model, n_obs, metrics.csv, reported epoch or None) per run), a dot at
+    the epoch the run reports; write out_dir/name.png/.pdf."""
+    counts = sorted({curve[1] for curve in curves})
     fig, axes = plt.subplots(1, len(counts), figsize=(4.2 * len(counts), 3.6), squeeze=False, sharey=True)
     for column, n_obs in enumerate(counts):
         ax, labelled = axes[0, column], set()
-        for index, (model, n, metrics) in enumerate(curves):
+        for index, (model, n, metrics, best) in enumerate(curves):
             if n != n_obs:
                 continue
-            ax.plot(metrics.epoch, metrics.test_rmse, color=model_colour(model, index), lw=1,
+            colour = model_colour(model, index)
+            ax.plot(metrics.epoch, metrics.test_rmse, color=colour, lw=1,
                     label=None if model in labelled else model_label(model))
+            reported = metrics[metrics.epoch == best] if best is not None and not pd.isna(best) else metrics.iloc[:0]
+            ax.plot(reported.epoch, reported.test_rmse, "o", color=colour, ms=3)
             labelled.add(model)
         ax.set_yscale("log")
         ax.set_title(f"{n_obs} observed points", fontsize=10)
         ax.set_xlabel("epoch")
         ax.grid(True, which="both", alpha=0.3)
     axes[0, 0].set_ylabel("test RMSE beyond the window")
-    axes[0, 0].legend(fontsize=8)
+    axes[0, 0].legend(fontsize=8, title="dot: epoch reported", title_fontsize=7)
     return save_figure(fig, out_dir, name)

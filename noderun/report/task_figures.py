@@ -40,7 +40,7 @@ def table2_figures(run_set: RunSet, out_dir: Path) -> list[Path]:
     """Draw, per observed-point count, the first test spirals of each model's lowest seed with its
     reconstruction and extrapolation (spirals_nobs{N}.png/.pdf); for the fewest observed points, the
     first test spiral with each model side by side (figure8.png/.pdf, the paper's Figure 8); every run's
-    test RMSE per epoch (table2_convergence.png/.pdf); return the files written."""
+    test RMSE per epoch, its reported epoch marked (table2_convergence.png/.pdf); return the files written."""
     runs = table2_runs(run_set)
     paths: list[Path] = []
     if runs.empty:
@@ -60,7 +60,7 @@ def table2_figures(run_set: RunSet, out_dir: Path) -> list[Path]:
             # lowest seed is drawn for every model only when they share it, and so the same test spiral.
             if not any(p.stem == "figure8" for p in paths) and ("seed" not in chosen or chosen["seed"].nunique() == 1):
                 paths += one_spiral_figure(tables, int(n_obs), rmses, out_dir)
-    curves = [(run["model"], int(run["n_obs"]), run_set.curves[run["run_dir"]])
+    curves = [(run["model"], int(run["n_obs"]), run_set.curves[run["run_dir"]], run.get("best_epoch"))
               for _, run in runs.sort_values("model", key=lambda m: m.map(model_rank), kind="stable").iterrows()
               if run["run_dir"] in run_set.curves]
     if curves:
