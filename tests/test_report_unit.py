@@ -504,6 +504,21 @@ def test_table2_holds_both_models_beside_the_papers_rmse(good_table2):
     assert (out / "spirals_nobs30.png").stat().st_size > 0
     # The paper's Figure 8 (one test spiral, the models side by side) and every run's RMSE per epoch.
     assert (out / "figure8.png").stat().st_size > 0 and (out / "table2_convergence.png").stat().st_size > 0
+    # These runs' summaries are as before validation spirals: each reported its last epoch.
+    assert "each run's at its last epoch" in text and "validation" not in text
+
+
+def test_table2_says_how_each_run_chose_its_epoch_and_never_averages_two_ways(good_table2):
+    for name in ("0", "1"):
+        edit_json("summary.json", lambda s: s.update(selected_by="val_rmse", best_epoch=1))(good_table2 / name)
+    sequence_run(good_table2, "3", "latent_ode", 2, 30, 0.9)  # a last-epoch run beside them
+    text, out = report_on(good_table2)
+    table = pd.read_csv(out / "table2.csv")
+    ode = table[table.model == "latent_ode"].set_index("selected_by")
+    assert ode.loc["val_rmse", "seeds"] == 2 and ode.loc["val_rmse", "rmse_mean"] == pytest.approx(0.25)
+    assert ode.loc["last_epoch", "seeds"] == 1 and ode.loc["last_epoch", "rmse_mean"] == pytest.approx(0.9)
+    assert "erred least on its validation spirals" in text and "each run's at its last epoch" in text
+    assert "selected_by=val_rmse" in text and "selected_by=last_epoch" in text  # the rows say which is which
 
 
 BROKEN_TABLE2 = {
