@@ -128,9 +128,9 @@ RETIRED_KEYS = ("speed.rk_stages",)
 # Keys added since some runs were made, with the value that computes what those runs did: a run from
 # before solver.path solved with torchdiffeq's solvers, one from before speed.compile uncompiled.
 ADDED_KEYS = {"solver.path": "torchdiffeq", "speed.compile": False}
-# Keys added to some datasets only, by dataset name, likewise: a spirals run from before dataset.val_fraction
+# Keys added to some datasets only, by dataset name, likewise: a spirals run from before dataset.val_size
 # had no validation split and reported its last epoch.
-ADDED_DATASET_KEYS = {"spirals": {"val_fraction": 0}, "spirals_archimedean": {"val_fraction": 0}}
+ADDED_DATASET_KEYS = {"spirals": {"val_size": 0}, "spirals_archimedean": {"val_size": 0}}
 
 
 def _group(plain: dict[str, Any], parts: list[str], create: bool = False) -> dict[str, Any] | None:

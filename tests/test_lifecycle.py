@@ -232,31 +232,31 @@ def test_a_run_from_before_speed_rk_stages_was_retired_resumes(finished_rnn, tmp
 
 
 def test_a_table2_run_from_before_validation_spirals_resumes_with_none(finished_rnn, tmp_path, capsys):
-    """A spirals run from before dataset.val_fraction had no validation split: read as today's config would
-    write it (val_fraction 0), it is found and continued; today's default (a tenth) is another computation."""
+    """A spirals run from before dataset.val_size had no validation split: read as today's config would
+    write it (val_size 0), it is found and continued; today's default (100) is another computation."""
     summary = read_summary(finished_rnn)
     old = json.loads(json.dumps(summary["key_config"]))
-    del old["dataset"]["val_fraction"]
+    del old["dataset"]["val_size"]
     summary.update(key_config=old, run_key=run_key(old), status="interrupted", reason="received signal 15")
     (finished_rnn / "summary.json").write_text(json.dumps(summary))
     save_checkpoint(finished_rnn / "last.pt", {**load_checkpoint(finished_rnn / "last.pt"), "key_config": old})
     code, _ = _run([*TINY_RNN, f"resume={finished_rnn}"], tmp_path / "out", "refused")
     lines = _lines(capsys.readouterr().err)
-    assert code == EXIT_USER_ERROR and len(lines) == 1 and "(dataset.val_fraction)" in lines[0], lines
-    code, new_dir = _run([*TINY_RNN, "dataset.val_fraction=0", "resume=true"], tmp_path / "out", "second")
+    assert code == EXIT_USER_ERROR and len(lines) == 1 and "(dataset.val_size)" in lines[0], lines
+    code, new_dir = _run([*TINY_RNN, "dataset.val_size=0", "resume=true"], tmp_path / "out", "second")
     assert code == EXIT_OK
     assert json.loads((new_dir / "run_link.json").read_text())["run_dir"] == str(finished_rnn.resolve())
 
 
 def test_a_table2_run_reports_and_draws_the_epoch_chosen_on_its_validation_spirals(tmp_path):
-    """At lr 0.05 the tiny RNN's validation RMSE is least after its first epoch of four: the summary's test
-    RMSE is that epoch's, and the predictions written at the end come from its weights (best.pt)."""
+    """At lr 0.05 the tiny RNN's validation RMSE is least after its second epoch of four: the summary's
+    test RMSE is that epoch's, and the predictions written at the end come from its weights (best.pt)."""
     code, run_dir = _run([*TINY_RNN, "trainer.epochs=4", "trainer.lr=0.05"], tmp_path / "out")
     assert code == EXIT_OK
     summary, rows = read_summary(run_dir), _rows(run_dir)
     val = [float(r["val_rmse"]) for r in rows]
-    assert summary["selected_by"] == "val_rmse" and summary["best_epoch"] == val.index(min(val)) + 1 == 1
-    assert summary["test_rmse"] == pytest.approx(float(rows[0]["test_rmse"]))
+    assert summary["selected_by"] == "val_rmse" and summary["best_epoch"] == val.index(min(val)) + 1 == 2
+    assert summary["test_rmse"] == pytest.approx(float(rows[1]["test_rmse"]))
     assert summary["final_test_rmse"] == pytest.approx(float(rows[-1]["test_rmse"])) != summary["test_rmse"]
     with open(run_dir / "spiral_predictions.csv") as handle:
         beyond = [r for r in csv.DictReader(handle) if r["in_window"] == "False"]

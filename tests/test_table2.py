@@ -21,7 +21,7 @@ from noderun.records import read_summary
 from noderun.solvers import SolverSpec
 
 ARCHIMEDEAN = {"name": "spirals_archimedean", "n_spirals": 40, "n_points": 100, "n_obs": 30, "test_fraction": 0.1,
-               "noise_std": 0.1, "a": 0.5, "b": 0.2, "turns": 0.5, "val_fraction": 0.0}
+               "noise_std": 0.1, "a": 0.5, "b": 0.2, "turns": 0.5, "val_size": 0}
 # torchdiffeq's example family as conf/dataset/spirals.yaml has it, made small.
 EXAMPLE = {**OmegaConf.to_container(OmegaConf.load(CONF_DIR / "dataset" / "spirals.yaml")), "n_spirals": 80,
            "n_obs": 30, "test_fraction": 0.1}
@@ -82,7 +82,7 @@ def test_example_spirals_are_windows_of_torchdiffeqs_two_curves_with_the_next_po
     assert min(starts["train"]) >= 100 and max(starts["train"]) > 800 and max(starts["train"]) < 900
     every = torch.cat([s.clean[:, :100] for s in (data.train, data.val, data.test)])  # the windows (never NaN)
     clockwise = torch.cat([s.clockwise for s in (data.train, data.val, data.test)])
-    assert int(clockwise.sum()) == 40
+    assert int(clockwise.sum()) == (80 + 100) // 2  # half of the 80 spirals and of the 100 validation ones
     centre = torch.where(clockwise.unsqueeze(1), torch.tensor([-5.0, 0.0]), torch.tensor([5.0, 0.0]))
     turning = _turning(every, centre)
     assert ((turning < 0).all(1) == clockwise).all() and ((turning > 0).all(1) == ~clockwise).all()
@@ -98,22 +98,23 @@ def test_example_spirals_are_windows_of_torchdiffeqs_two_curves_with_the_next_po
 
 
 def test_validation_spirals_are_held_out_like_the_test_ones_and_leave_the_test_spirals_as_they_were():
-    """dataset.val_fraction takes its spirals from the training side, drawn as the test spirals are (their
-    targets exist); the test spirals are the same with or without it, so a run with a validation split is
-    scored on the spirals one without it was."""
-    d = OmegaConf.create({**EXAMPLE, "n_spirals": 200, "val_fraction": 0.1})
-    data, without = make_spirals(d, seed=5), make_spirals(OmegaConf.create({**d, "val_fraction": 0}), seed=5)
-    assert (len(data.train), len(data.val), len(data.test)) == (160, 20, 20) and without.val is None
-    assert len(without.train) == 180
-    assert torch.equal(data.test.noisy, without.test.noisy) and torch.equal(data.test.observed, without.test.observed)
+    """dataset.val_size spirals are drawn after the others, as the test spirals are (their targets exist):
+    the training and test spirals are the same with or without them, so a validation split changes nothing
+    but the epoch a run reports."""
+    d = OmegaConf.create({**EXAMPLE, "n_spirals": 200, "val_size": 20})
+    data, without = make_spirals(d, seed=5), make_spirals(OmegaConf.create({**d, "val_size": 0}), seed=5)
+    assert (len(data.train), len(data.val), len(data.test)) == (180, 20, 20) and without.val is None
+    for split in ("train", "test"):
+        for field in ("clean", "noisy", "observed", "clockwise"):
+            assert torch.equal(getattr(getattr(data, split), field).nan_to_num(),
+                               getattr(getattr(without, split), field).nan_to_num()), (split, field)
     assert data.val.clean.isfinite().all() and int(data.val.clockwise.sum()) == 10
     assert not torch.equal(data.val.noisy, data.val.clean)  # validation targets are noisy, as observations are
 
 
 @pytest.mark.parametrize("change, named", [
-    ({"val_fraction": -0.1}, "dataset.val_fraction=-0.1"),
-    ({"val_fraction": 0.9}, "dataset.val_fraction=0.9"),
-    ({"val_fraction": "x"}, "dataset.val_fraction=x"),
+    ({"val_size": -1}, "dataset.val_size=-1"),
+    ({"val_size": 2.5}, "dataset.val_size=2.5"),
     ({"n_grid": 250}, "dataset.n_grid=250"),
     ({"t_end_pi": 0.0}, "dataset.t_end_pi=0.0"),
     ({"noise_std": -0.1}, "dataset.noise_std=-0.1"),
@@ -198,8 +199,8 @@ def test_table2_quick_reports_the_three_models_beside_the_paper(tmp_path):
         assert summary["status"] == "completed" and summary["task"] == "timeseries"
         metrics = pd.read_csv(run_dir / "metrics.csv")
         assert list(metrics.epoch) == [1, 2] and metrics.train_loss.notna().all()
-        # The reported epoch is the one of least validation RMSE (4 validation spirals here).
-        assert summary["val_size"] == 4 and summary["selected_by"] == "val_rmse"
+        # The reported epoch is the one of least validation RMSE (the 100 validation spirals).
+        assert summary["val_size"] == 100 and summary["selected_by"] == "val_rmse"
         best = metrics.loc[metrics.val_rmse.idxmin()]
         assert summary["best_epoch"] == best.epoch and summary["test_rmse"] == pytest.approx(best.test_rmse)
         assert summary["final_test_rmse"] == pytest.approx(metrics.test_rmse.iloc[-1])

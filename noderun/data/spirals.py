@@ -16,8 +16,8 @@ Both: half the spirals counter-clockwise, half clockwise; Gaussian noise of std 
 point (the targets after the window are compared against the noiseless curve); each trajectory keeps
 n_obs of its n_points window points, drawn without replacement (irregular times, sorted); times are
 counted from the window's start (the dynamics do not depend on time); a seeded test_fraction of the
-spirals is held out for testing, and val_fraction of them for validation (the epoch a run reports is chosen on
-them, never on the test spirals). Everything is drawn from the run's seed.
+spirals is held out for testing; val_size more spirals, drawn after those, are for validation (the
+epoch a run reports is chosen on them, never on the test spirals). Everything is drawn from the run's seed.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ class SpiralSplit:
 @dataclass
 class Spirals:
     """The generated data: shared times, the size of the observation window, the train and test splits
-    and the validation split (None when it holds no spiral: dataset.val_fraction 0)."""
+    and the validation split (None when dataset.val_size is 0)."""
 
     times: torch.Tensor
     n_points: int
@@ -76,7 +76,7 @@ class Spirals:
 
 def _check_common(d: DictConfig) -> None:
     """Raise UserError naming the first dataset.* value shared by both families that cannot make spirals."""
-    whole = {"n_spirals": 2, "n_points": 2, "n_obs": 1}
+    whole = {"n_spirals": 2, "n_points": 2, "n_obs": 1, "val_size": 0}
     for key, low in whole.items():
         value = d.get(key)
         if not isinstance(value, int) or value < low:
@@ -88,11 +88,6 @@ def _check_common(d: DictConfig) -> None:
             round(d.test_fraction * d.n_spirals) >= d.n_spirals:
         raise UserError(f"dataset.test_fraction={d.test_fraction} is invalid; use a number between 0 and 1 that "
                         f"leaves both splits at least one of the {d.n_spirals} spirals")
-    if not isinstance(d.get("val_fraction"), (int, float)) or not 0 <= d.val_fraction < 1 or \
-            _test_count(d) + _val_count(d) >= d.n_spirals:
-        raise UserError(f"dataset.val_fraction={d.get('val_fraction')} is invalid; use a number from 0 (no validation "
-                        f"split) below 1 - dataset.test_fraction, so that some of the {d.n_spirals} spirals are left "
-                        f"to train on")
     if not float(d.noise_std) >= 0:
         raise UserError(f"dataset.noise_std={d.noise_std} is invalid; use a number >= 0")
 
@@ -118,26 +113,29 @@ def validate_spiral_settings(d: DictConfig) -> None:
             raise UserError(f"dataset.{key}={d[key]} is invalid; use a number {'>=' if inclusive else '>'} {low}")
 
 
-def _observe(clean: torch.Tensor, clockwise: torch.Tensor, times: torch.Tensor, n_points: int, d: DictConfig,
-             generator: torch.Generator) -> Spirals:
-    """Add noise, draw each trajectory's observed window points; the first trajectories are the test
-    split, the next round(val_fraction · n_spirals) the validation split, the rest the training split. (NaN points, past
-    the end of the example's grid, stay NaN: no model reads them.)"""
-    n, n_test, n_val = len(clean), _test_count(d), _val_count(d)
+def _observed(clean: torch.Tensor, clockwise: torch.Tensor, n_points: int, d: DictConfig,
+              generator: torch.Generator) -> SpiralSplit:
+    """Return the trajectories with noise added and each one's observed window points drawn. (NaN
+    points, past the end of the example's grid, stay NaN: no model reads them.)"""
     noisy = clean + float(d.noise_std) * torch.randn(clean.shape, generator=generator)
     observed = torch.stack([torch.randperm(n_points, generator=generator)[: int(d.n_obs)].sort().values
-                            for _ in range(n)])
-    every = SpiralSplit(clean, noisy, observed, clockwise)
-    val = every.subset(torch.arange(n_test, n_test + n_val)) if n_val else None
-    return Spirals(times, n_points, every.subset(torch.arange(n_test + n_val, n)), every.subset(torch.arange(n_test)), val)
+                            for _ in range(len(clean))])
+    return SpiralSplit(clean, noisy, observed, clockwise)
+
+
+def _spirals(every: SpiralSplit, val: SpiralSplit | None, times: torch.Tensor, n_points: int, d: DictConfig) -> Spirals:
+    """Return the data: the first test_fraction of `every` the test split, the rest the training split."""
+    n, n_test = len(every), _test_count(d)
+    return Spirals(times, n_points, every.subset(torch.arange(n_test, n)), every.subset(torch.arange(n_test)), val)
 
 
 def _test_count(d: DictConfig) -> int:
     return round(float(d.test_fraction) * int(d.n_spirals))
 
 
-def _val_count(d: DictConfig) -> int:
-    return round(float(d.val_fraction) * int(d.n_spirals))
+def _alternating(n: int) -> torch.Tensor:
+    """Return n directions, every second one clockwise (half of a split turns each way)."""
+    return torch.arange(n) % 2 == 1
 
 
 def example_curves(d: DictConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -159,43 +157,54 @@ def example_spirals(d: DictConfig, seed: int) -> Spirals:
     exist. A training spiral's window starts where the example's do, in [n_points, n_grid − n_points),
     when dataset.train_starts_to_end (else as the test spirals'): the training windows then cover the
     whole curve, the stretch the test targets reach included; past the grid's end its points are NaN.
-    Validation spirals are drawn as the test ones are (their targets exist). With val_fraction 0 the test
-    and training spirals are those drawn before validation existed."""
+    The val_size validation spirals are drawn after all of these, as the test ones are (their targets
+    exist), so the training and test spirals do not depend on val_size."""
     generator = torch.Generator().manual_seed(seed)
-    n, n_points, n_grid = int(d.n_spirals), int(d.n_points), int(d.n_grid)
-    n_held = _test_count(d) + _val_count(d)
+    n, n_points, n_grid, n_test = int(d.n_spirals), int(d.n_points), int(d.n_grid), _test_count(d)
     grid, counter, clock = example_curves(d)
-    test_last = n_grid - 2 * n_points
-    train_last = n_grid - n_points - 1 if bool(d.train_starts_to_end) else test_last
-    starts = torch.cat([torch.randint(n_points, test_last + 1, (n_held,), generator=generator),
-                        torch.randint(n_points, train_last + 1, (n - n_held,), generator=generator)])
-    # Half of each split turns each way.
-    clockwise = torch.cat([torch.arange(size) % 2 == 1 for size in (_test_count(d), _val_count(d), n - n_held)])
     nan = torch.full((2 * n_points, 2), float("nan"), dtype=grid.dtype)
     counter, clock = torch.cat([counter, nan]), torch.cat([clock, nan])
-    index = starts.unsqueeze(1) + torch.arange(2 * n_points)
-    clean = torch.where(clockwise.view(n, 1, 1), clock[index], counter[index]).float()
-    times = (grid[: 2 * n_points] - grid[0]).float()
-    return _observe(clean, clockwise, times, n_points, d, generator)
+    test_last = n_grid - 2 * n_points
+    train_last = n_grid - n_points - 1 if bool(d.train_starts_to_end) else test_last
+
+    def windows(starts: torch.Tensor, clockwise: torch.Tensor) -> torch.Tensor:
+        index = starts.unsqueeze(1) + torch.arange(2 * n_points)
+        return torch.where(clockwise.view(-1, 1, 1), clock[index], counter[index]).float()
+
+    starts = torch.cat([torch.randint(n_points, test_last + 1, (n_test,), generator=generator),
+                        torch.randint(n_points, train_last + 1, (n - n_test,), generator=generator)])
+    clockwise = torch.cat([_alternating(n_test), _alternating(n - n_test)])
+    every = _observed(windows(starts, clockwise), clockwise, n_points, d, generator)
+    val = None
+    if int(d.val_size):
+        starts, clockwise = torch.randint(n_points, test_last + 1, (int(d.val_size),), generator=generator), \
+            _alternating(int(d.val_size))
+        val = _observed(windows(starts, clockwise), clockwise, n_points, d, generator)
+    return _spirals(every, val, (grid[: 2 * n_points] - grid[0]).float(), n_points, d)
 
 
 def archimedean_spirals(d: DictConfig, seed: int) -> Spirals:
-    """Return noderun's earlier family (dataset=spirals_archimedean), drawn from seed."""
+    """Return noderun's earlier family (dataset=spirals_archimedean), drawn from seed; the val_size
+    validation spirals after the others, as for dataset=spirals."""
     generator = torch.Generator().manual_seed(seed)
     n, n_points = int(d.n_spirals), int(d.n_points)
     # The window covers `turns` turns of the curve; dθ/dt = 1, so time and angle advance together.
     dtheta = 2 * math.pi * float(d.turns) / (n_points - 1)
     times = torch.arange(2 * n_points, dtype=torch.float32) * dtheta
-    start = torch.rand(n, 1, generator=generator) * 2 * math.pi
-    theta = start + times
-    radius = float(d.a) + float(d.b) * theta
-    clockwise = torch.arange(n) % 2 == 1
-    sign = torch.where(clockwise, -1.0, 1.0).unsqueeze(1)
-    clean = torch.stack([radius * torch.cos(theta), sign * radius * torch.sin(theta)], dim=-1)
+
+    def curves(count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        theta = torch.rand(count, 1, generator=generator) * 2 * math.pi + times
+        radius = float(d.a) + float(d.b) * theta
+        clockwise = _alternating(count)
+        sign = torch.where(clockwise, -1.0, 1.0).unsqueeze(1)
+        return torch.stack([radius * torch.cos(theta), sign * radius * torch.sin(theta)], dim=-1), clockwise
+
+    clean, clockwise = curves(n)
     # A seeded shuffle picks the test spirals, so that both splits hold both directions.
     order = torch.randperm(n, generator=generator)
-    clean, clockwise = clean[order], clockwise[order]
-    return _observe(clean, clockwise, times, n_points, d, generator)
+    every = _observed(clean[order], clockwise[order], n_points, d, generator)
+    val = _observed(*curves(int(d.val_size)), n_points, d, generator) if int(d.val_size) else None
+    return _spirals(every, val, times, n_points, d)
 
 
 FAMILIES = {"spirals": example_spirals, "spirals_archimedean": archimedean_spirals}
@@ -203,6 +212,7 @@ FAMILIES = {"spirals": example_spirals, "spirals_archimedean": archimedean_spira
 
 def make_spirals(d: DictConfig, seed: int) -> Spirals:
     """Return the spirals dataset.* describes (its name picks the family), drawn from seed, with
-    round(test_fraction · n_spirals) of them held out as the test split and round(val_fraction · n_spirals) as the validation split."""
+    round(test_fraction · n_spirals) of them held out as the test split, and val_size more as the
+    validation split."""
     validate_spiral_settings(d)
     return FAMILIES[str(d.name)](d, seed)

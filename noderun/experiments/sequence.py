@@ -9,7 +9,7 @@ trajectory. Also recorded: the same at the observed points (reconstruction; for 
 one-step-ahead predictions of observations 2..n) and, for the latent ODE, at the window's unobserved
 times (interpolation). A run reports these at the epoch whose prediction beyond the window erred least
 on the validation spirals (`val_rmse`, against their noisy points), or at its last epoch when
-dataset.val_fraction is 0; metrics.csv has every epoch's.
+dataset.val_size is 0; metrics.csv has every epoch's.
 """
 
 from __future__ import annotations
