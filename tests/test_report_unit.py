@@ -508,6 +508,20 @@ def test_table2_holds_both_models_beside_the_papers_rmse(good_table2):
     assert "each run's at its last epoch" in text and "validation" not in text
 
 
+def test_table2_keeps_runs_of_other_settings_apart(good_table2):
+    """A noise sweep (dataset.noise_std 0.0 and 0.3 at one seed) is two rows, not one of '2 seeds'."""
+    for name, noise in (("3", 0.0), ("4", 0.3)):
+        run_dir = sequence_run(good_table2, name, "rnn", 0, 30, 1.0 + noise)
+        config = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+        config.dataset.noise_std = noise
+        OmegaConf.save(config, run_dir / ".hydra" / "config.yaml")
+    text, out = report_on(good_table2)
+    rnn = pd.read_csv(out / "table2.csv").query("model == 'rnn'")
+    assert sorted(zip(rnn["dataset.noise_std"].fillna(-1), rnn.seeds, rnn.rmse_mean.round(6))) == \
+        [(-1, 1, 0.5), (0.0, 1, 1.0), (0.3, 1, 1.3)]  # run "2" has no noise_std in its config
+    assert "dataset.noise_std=0.3" in text and "dataset.noise_std=0.0" in text
+
+
 def test_table2_says_how_each_run_chose_its_epoch_and_never_averages_two_ways(good_table2):
     for name in ("0", "1"):
         edit_json("summary.json", lambda s: s.update(selected_by="val_rmse", best_epoch=1))(good_table2 / name)

@@ -189,16 +189,17 @@ def _summary(run_dir: Path) -> dict:
 
 
 def read_run(run_dir: Path) -> tuple[dict, pd.DataFrame | None]:
-    """Return a run's record (its summary's single values; for a training run also its config as
-    `config.` columns) and the table its figures draw from (None if none); raise BrokenRun."""
+    """Return a run's record (its summary's single values; for a training or time-series run also its
+    config as `config.` columns) and the table its figures draw from (None if none); raise BrokenRun."""
     summary = _summary(run_dir)
     problem = summary_problem(summary)
     if problem:
         raise BrokenRun(problem)
     record = {**_scalars(summary), "run_dir": str(run_dir)}
     task, completed = summary.get("task", "train"), summary["status"] == "completed"
-    if task == "train":
+    if task == "train" or (task == "timeseries" and completed):  # their tables tell settings apart by config
         record.update(_config_columns(run_dir, summary["model"]))
+    if task == "train":
         return record, _metrics(run_dir, summary["epochs_done"]) if completed else None
     return record, _task_table(run_dir, task) if completed else None
 
@@ -220,11 +221,11 @@ def collect_runs(paths: list[Path]) -> RunSet:
         if table is not None:
             tables[str(run_dir)] = table
     run_set = RunSet(runs=pd.DataFrame(rows), unreadable=unreadable, tasks=tasks, tables=tables, curves=curves)
-    run_set.varying = _varying_config_keys(run_set.completed)
+    run_set.varying = varying_config_keys(run_set.completed)
     return run_set
 
 
-def _varying_config_keys(runs: pd.DataFrame) -> list[str]:
+def varying_config_keys(runs: pd.DataFrame) -> list[str]:
     """Return the config columns whose values differ between runs of the same model.
 
     Keys that differ only from one model to another (one model's downsampling against another's,

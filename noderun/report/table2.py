@@ -9,14 +9,16 @@ from pathlib import Path
 import pandas as pd
 
 from noderun.plotting.registry import model_label, model_rank
-from noderun.report.collect import RunSet
+from noderun.report.collect import RunSet, varying_config_keys
 from noderun.report.paper import paper_rmse
 from noderun.report.table import column_mean, markdown, sample_std
 from noderun.report.tex import latex
 
 # What else a row is told apart by, so that runs with other solvers or sizes, or that chose their reported
-# epoch otherwise, are not averaged together.
+# epoch otherwise, are not averaged together; besides these, every config key that differs between runs
+# of a model (dataset.noise_std, trainer.lr...), but the columns' dataset.n_obs.
 ROW_KEYS = ("model", "solver", "rtol", "adjoint", "n_points", "train_size", "selected_by")
+COLUMN_KEY = "config.dataset.n_obs"
 
 
 def table2_runs(run_set: RunSet) -> pd.DataFrame:
@@ -33,12 +35,12 @@ def table2(run_set: RunSet) -> pd.DataFrame:
         return runs
     # Runs from before validation spirals reported their last epoch.
     runs["selected_by"] = runs["selected_by"].fillna("last_epoch") if "selected_by" in runs else "last_epoch"
-    keys = [k for k in ROW_KEYS if k in runs.columns]
+    keys = [k for k in ROW_KEYS if k in runs.columns] + [k for k in varying_config_keys(runs) if k != COLUMN_KEY]
     rows = []
     for _, group in runs.groupby([*keys, "n_obs"], dropna=False, sort=False):
         first = group.iloc[0]
         model, n_obs = first["model"], int(first["n_obs"])
-        rows.append({**{k: first[k] for k in keys}, "n_obs": n_obs, "seeds": len(group),
+        rows.append({**{k.removeprefix("config."): first[k] for k in keys}, "n_obs": n_obs, "seeds": len(group),
                      "rmse_mean": float(group["test_rmse"].mean()), "rmse_std": sample_std(group["test_rmse"]),
                      "paper_rmse": paper_rmse(model, n_obs) if first["n_points"] == 100 else math.nan,
                      "rmse_observed": column_mean(group, "test_rmse_observed"),
@@ -69,7 +71,9 @@ def _cell(row: pd.Series) -> str:
 
 def display_rows(table: pd.DataFrame) -> list[dict[str, str]]:
     """Return the paper's layout: one row per model setting, one column per observed-point count."""
-    settings = [c for c in ROW_KEYS[1:] if c in table.columns and table[c].astype(str).nunique() > 1]
+    fixed = ("n_obs", "seeds", "rmse_mean", "rmse_std", "paper_rmse", "rmse_observed", "nfe_forward", "nfe_backward",
+             "train_time_s", "peak_memory_mb", "params")
+    settings = [c for c in table.columns if c not in ("model", *fixed) and table[c].astype(str).nunique() > 1]
     counts = sorted(table["n_obs"].unique())
     rows: dict[str, dict[str, str]] = {}
     for _, r in table.iterrows():
