@@ -190,6 +190,9 @@ class RunLock:
     fails if a lock exists), so no other process ever reads it half-written. A lock whose process is
     gone from this machine is taken over; one held on another machine (a cluster node) cannot be
     checked from here, so the refusal names the file to delete once that process is known to be gone.
+    Two processes may find the same stale lock: each moves the lock file aside (one atomic rename) and
+    deletes it only if it is still the stale one it judged, so that neither deletes the lock the other
+    has just taken; the loser puts that lock back.
     """
 
     def __init__(self, run_dir: Path):
@@ -206,12 +209,13 @@ class RunLock:
                 try:
                     os.link(draft, self.path)
                 except FileExistsError:
-                    holder = self._live_holder()
+                    stale = self._read()
+                    holder = self._live_holder(stale)
                     if holder:
                         raise UserError(f"{self.path.parent.resolve()} is being run by process {holder} (lock file "
                                         f"{self.path.resolve()}); wait for it to end, or delete the lock file if "
                                         f"that process is gone") from None
-                    self.path.unlink(missing_ok=True)  # stale: its process is gone
+                    self.remove_if_still(stale)
                     continue
                 self.held = True
                 return
@@ -219,11 +223,35 @@ class RunLock:
             draft.unlink(missing_ok=True)
         raise UserError(f"could not take the lock {self.path}; other processes keep taking it")
 
-    def _live_holder(self) -> str | None:
+    def _read(self) -> str | None:
+        """Return the lock file's text (None when it is gone or unreadable)."""
         try:
-            host, pid = self.path.read_text().split()
-            pid_number = int(pid)
+            return self.path.read_text()
         except (OSError, ValueError):
+            return None
+
+    def remove_if_still(self, stale: str | None) -> None:
+        """Delete the lock file if it still holds `stale` (what this process judged stale); a lock that
+        another process took meanwhile is put back where it was."""
+        aside = self.path.with_name(f"{LOCK_FILE}.{os.getpid()}.stale")
+        try:
+            os.rename(self.path, aside)  # atomic: of two processes, one moves the file, the other finds none
+        except FileNotFoundError:
+            return
+        try:
+            if aside.read_text() != stale:
+                os.link(aside, self.path)  # not the stale lock: another process's, so it goes back
+        except (OSError, ValueError):
+            pass  # a third process took the free name meanwhile: the lock there is its own
+        finally:
+            aside.unlink(missing_ok=True)
+
+    def _live_holder(self, text: str | None) -> str | None:
+        """Return who holds a lock with this text if that process may still be running, else None."""
+        try:
+            host, pid = (text or "").split()
+            pid_number = int(pid)
+        except ValueError:
             return None  # garbage: no noderun process wrote it
         if host != socket.gethostname():
             return f"{pid} on {host}"

@@ -312,6 +312,23 @@ def test_a_run_directory_is_locked_while_it_runs_and_a_stale_lock_is_taken_over(
     assert not (tmp_path / ".noderun.lock").exists()
 
 
+def test_two_processes_taking_over_one_stale_lock_never_both_hold_it(tmp_path):
+    """The race: both find the same dead holder's lock; the first takes it over and holds the run; the
+    second, going on from the stale text it read, must not delete the first's lock."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = f"{os.uname().nodename} {dead.pid}\n"
+    lock = tmp_path / ".noderun.lock"
+    lock.write_text(stale)
+    first, second = RunLock(tmp_path), RunLock(tmp_path)
+    first.acquire()  # took the stale lock over
+    second.remove_if_still(stale)  # what the second does next on the stale text it read before
+    assert lock.read_text() == first.mine  # the first's lock is back in place
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".noderun.lock"]  # nothing left aside
+    second.remove_if_still(first.mine)  # a lock that is still what was judged stale is deleted
+    assert not lock.exists()
+
+
 def test_save_checkpoint_leaves_no_temporary_file_when_interrupted(tmp_path):
     class Exploding:
         def __reduce__(self):
