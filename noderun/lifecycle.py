@@ -317,19 +317,24 @@ class RunRecorder:
                 module.load_state_dict(state[name])
         return True
 
-    def best_state(self) -> dict[str, Any]:
-        """Return the state saved as best.pt (the selected epoch's), or raise UserError naming a broken one."""
+    def restore_best(self, **modules: Any) -> None:
+        """Load best.pt's state (the reported epoch's) into each named module; a broken file or a state
+        that does not fit is refused with one line naming it (UserError)."""
+        path = self.run_dir / BEST_CHECKPOINT
         try:
-            return load_checkpoint(self.run_dir / BEST_CHECKPOINT, self.device)
+            state = load_checkpoint(path, self.device)
         except (BrokenRecord, FileNotFoundError) as err:
-            raise UserError(f"cannot read the selected epoch's weights: {err}") from None
+            raise UserError(f"cannot read the reported epoch's weights: {err}") from None
+        with self._refusing_a_misfit(path, "cannot read the reported epoch's weights"):
+            for name, module in modules.items():
+                module.load_state_dict(state[name])
 
     @contextmanager
-    def _refusing_a_misfit(self) -> Iterator[None]:
+    def _refusing_a_misfit(self, path: Path | None = None, doing: str = "cannot resume") -> Iterator[None]:
         try:
             yield
         except Exception as err:  # a planted or foreign checkpoint: missing keys, wrong shapes or types
-            raise UserError(f"cannot resume: {self.run_dir / LAST_CHECKPOINT} does not fit this run "
+            raise UserError(f"{doing}: {path or self.run_dir / LAST_CHECKPOINT} does not fit this run "
                             f"({type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''})") from None
 
     def _full_state(self, state: dict[str, Any]) -> dict[str, Any]:

@@ -265,6 +265,29 @@ def test_a_table2_run_reports_and_draws_the_epoch_chosen_on_its_validation_spira
     assert (sum(squares) / len(squares)) ** 0.5 == pytest.approx(summary["test_rmse"], rel=1e-4)
 
 
+@pytest.mark.parametrize("plant, named", [(lambda state: {**state, "model": {"cell.weight_ih": torch.zeros(1)}},
+                                            "best.pt does not fit"),
+                                           (None, "best.pt is truncated")])
+def test_a_broken_best_checkpoint_is_refused_in_one_line_when_resuming(tmp_path, capsys, plant, named):
+    """A run stopped after its last epoch, whose reported epoch (2 of 4) is not its last, draws its
+    figures from best.pt on resume: a planted or truncated one is named in one line, and nothing is drawn."""
+    code, run_dir = _run([*TINY_RNN, "trainer.epochs=4", "trainer.lr=0.05"], tmp_path / "out")
+    assert code == EXIT_OK and read_summary(run_dir)["best_epoch"] == 2
+    summary = read_summary(run_dir)
+    summary.update(status="interrupted", reason="received signal 15")
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    (run_dir / "spiral_predictions.csv").unlink()
+    best = run_dir / "best.pt"
+    if plant is None:
+        best.write_bytes(best.read_bytes()[:100])
+    else:
+        save_checkpoint(best, plant(load_checkpoint(best)))
+    code, _ = _run([*TINY_RNN, "trainer.epochs=4", "trainer.lr=0.05", f"resume={run_dir}"], tmp_path / "out", "second")
+    lines = _lines(capsys.readouterr().err)
+    assert code == EXIT_USER_ERROR and len(lines) == 1 and named in lines[0], lines
+    assert not (run_dir / "spiral_predictions.csv").exists()
+
+
 def test_a_trained_run_from_before_speed_rk_stages_was_retired_is_read(tmp_path):
     """The tolerance task and scripts/bench.py --checkpoint rebuild a trained ODE-Net from its run's
     config.yaml, which an older run wrote with speed.rk_stages and without solver.path."""

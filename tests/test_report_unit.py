@@ -520,6 +520,8 @@ def test_table2_keeps_runs_of_other_settings_apart(good_table2):
     assert sorted(zip(rnn["dataset.noise_std"].fillna(-1), rnn.seeds, rnn.rmse_mean.round(6))) == \
         [(-1, 1, 0.5), (0.0, 1, 1.0), (0.3, 1, 1.3)]  # run "2" has no noise_std in its config
     assert "dataset.noise_std=0.3" in text and "dataset.noise_std=0.0" in text
+    runs = pd.read_csv(out / "runs.csv")  # each run's numbers, with the config values that vary (only those)
+    assert len(runs) == 5 and "config.dataset.noise_std" in runs and "config.dataset.name" not in runs
 
 
 def test_table2_says_how_each_run_chose_its_epoch_and_never_averages_two_ways(good_table2):

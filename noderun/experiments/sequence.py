@@ -207,7 +207,7 @@ def run(cfg: DictConfig, rec: RunRecorder) -> None:
                  "-" if row["val_rmse"] is None else f"{row['val_rmse']:.4f}", errors["test_rmse"],
                  stats["nfe_forward"], stats["nfe_backward"], elapsed)
     if rec.summary.get("best_epoch", len(rec.rows)) != len(rec.rows):  # the figures show the reported epoch's predictions
-        model.load_state_dict(rec.best_state()["model"])
+        rec.restore_best(model=model)
         predicted = None
     if predicted is None:  # also: resumed after its last epoch, the predictions come from the restored weights
         predicted = predict_split(model, data.test, data, int(t.eval_batch_size))

@@ -9,7 +9,7 @@ import pandas as pd
 
 from noderun.plotting.registry import is_ode_model, model_label, model_rank
 from noderun.report.checks import printable
-from noderun.report.collect import CAPTION_COLUMN, REFERENCE_PREFIX, RunSet
+from noderun.report.collect import CAPTION_COLUMN, REFERENCE_PREFIX, RunSet, varying_config_keys
 from noderun.report.paper import paper_table1
 from noderun.report.table1_tex import paper_layout
 
@@ -206,13 +206,17 @@ def write_table1(table: pd.DataFrame, out_dir: Path, title: str | None = None) -
     return text
 
 
+def _with_varying_config(runs: pd.DataFrame, varying: list[str]) -> pd.DataFrame:
+    """Return the runs' summary columns and, of their config columns, the `varying` ones."""
+    return runs[[c for c in runs.columns if not c.startswith("config.")] + varying]
+
+
 def write_runs_csv(run_set: RunSet, out_dir: Path) -> None:
-    """Write runs.csv: every summary field of every readable training run (Table 1's, plus the config
-    values that vary, and Table 2's time-series runs), where there are any; measurement tasks have their
-    own files."""
-    runs = run_set.runs
-    summary_columns = [c for c in runs.columns if not c.startswith("config.")]
+    """Write runs.csv: every summary field of every readable training run (Table 1's and Table 2's time
+    series), plus the config values that vary between runs of a model, where there are any; measurement
+    tasks have their own files."""
     series = pd.DataFrame([t for t in run_set.tasks if t.get("task") == "timeseries"])
-    frames = [f for f in (runs[summary_columns + run_set.varying] if len(runs) else runs, series) if len(f)]
+    frames = [_with_varying_config(f, run_set.varying if f is run_set.runs else varying_config_keys(f))
+              for f in (run_set.runs, series) if len(f)]
     if frames:
         pd.concat(frames, ignore_index=True).to_csv(out_dir / "runs.csv", index=False)

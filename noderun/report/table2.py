@@ -71,9 +71,9 @@ def _cell(row: pd.Series) -> str:
 
 def display_rows(table: pd.DataFrame) -> list[dict[str, str]]:
     """Return the paper's layout: one row per model setting, one column per observed-point count."""
-    fixed = ("n_obs", "seeds", "rmse_mean", "rmse_std", "paper_rmse", "rmse_observed", "nfe_forward", "nfe_backward",
-             "train_time_s", "peak_memory_mb", "params")
-    settings = [c for c in table.columns if c not in ("model", *fixed) and table[c].astype(str).nunique() > 1]
+    # table2() puts a row's setting columns (what its runs were grouped by) before n_obs.
+    keys = table.columns[1:table.columns.get_loc("n_obs")]
+    settings = [c for c in keys if table[c].astype(str).nunique() > 1]
     counts = sorted(table["n_obs"].unique())
     rows: dict[str, dict[str, str]] = {}
     for _, r in table.iterrows():
