@@ -171,12 +171,40 @@ def initial_summary(cfg: DictConfig, key: str | None, key_cfg: dict[str, Any] | 
         "seed": cfg.seed, "dataset": OmegaConf.select(cfg, "dataset.name"),
         "device": None, "torch_threads": torch.get_num_threads(),
         "torch_version": torch.__version__, "torchdiffeq_version": torchdiffeq.__version__,
-        "python_version": platform.python_version(),
+        "python_version": platform.python_version(), **cpu_fields(),
         "epochs": OmegaConf.select(cfg, "trainer.epochs"), "epochs_done": 0,
         "time_s": None, "files": [],
         "run_key": key, "key_config": key_cfg, "overrides": overrides,
         "started": _now(), "finished": None, "resumed": [],
     }
+
+
+def cpu_fields() -> dict[str, str | None]:
+    """Return the CPU capability torch's kernels were chosen for (AVX512, AVX2, ...) and the CPU's model
+    name where the system says it. The same seed gives the same numbers only on the same software and
+    capability: float32 convolutions round differently under AVX512 and AVX2 kernels, and a training run
+    amplifies that within a few hundred steps (docs/records.md)."""
+    return {"cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_model": _cpu_model()}
+
+
+def _cpu_model() -> str | None:
+    """Return the CPU's model name from /proc/cpuinfo (Linux), else platform's; None when neither says."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as cpuinfo:
+            for line in cpuinfo.read(1 << 20).splitlines():
+                name, _, value = line.partition(":")
+                if name.strip() == "model name" and value.strip():
+                    return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def _capabilities(before: object, now: str) -> str:
+    """Return the capabilities a resumed run's sittings used, in order ("AVX512+AVX2"): a run continued
+    under other kernels than it began with is no longer one capability's numbers, and says so."""
+    seen = str(before).split("+") if isinstance(before, str) and before else []
+    return "+".join(seen if seen and seen[-1] == now else [*seen, now])
 
 
 def _now() -> str:
@@ -501,7 +529,12 @@ def run_experiment(cfg: DictConfig, run_dir: Path, experiments: Mapping[str, Exp
             summary.update({k: v for k, v in previous_summary.items() if k not in summary},
                            epochs_done=len(state["rows"]) if state else 0, started=previous_summary.get("started"),
                            time_s=previous_summary.get("time_s"),
-                           resumed=[*previous_summary.get("resumed", []), _now()])
+                           resumed=[*previous_summary.get("resumed", []), _now()],
+                           cpu_capability=_capabilities(previous_summary.get("cpu_capability"),
+                                                        summary["cpu_capability"]))
+            if "+" in summary["cpu_capability"]:
+                log.warning("resume: this run's sittings ran on CPU capabilities %s; its numbers are no longer "
+                            "those of one capability", summary["cpu_capability"])
             extra_log.append(_log_also_to(previous / "noderun.log"))
             log.info("resume: continuing the run in %s%s", previous,
                      f" from epoch {len(state['rows'])}" if state else " from the start")

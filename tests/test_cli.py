@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 from omegaconf import OmegaConf
 
 from conftest import (SMALL, SWEEP_TRAINING, TABLE1_MODELS, error_lines, job_dirs, read_metrics, run_noderun,
@@ -19,7 +20,7 @@ from noderun.records import load_checkpoint, read_summary
 from noderun.solvers import SolverSpec
 
 SUMMARY_FIELDS = {"model", "solver", "rtol", "atol", "seed", "dataset", "device", "torch_version",
-                  "torchdiffeq_version", "params", "epochs", "best_epoch", "test_error", "final_test_error",
+                  "torchdiffeq_version", "cpu_capability", "cpu_model", "params", "epochs", "best_epoch", "test_error", "final_test_error",
                   "nfe_forward", "nfe_backward", "train_time_s", "peak_memory_mb", "status", "reason"}
 RUN_FILES = (".hydra/config.yaml", "metrics.csv", "summary.json", "last.pt", "best.pt", "noderun.log")
 
@@ -40,6 +41,8 @@ def test_each_model_trains_and_leaves_a_complete_run_directory(model_sweep, mode
     assert SUMMARY_FIELDS <= set(summary)
     assert summary["status"] == "completed" and summary["reason"] is None
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3] and summary["epochs_done"] == 3
+    # The kernels the run's numbers came from (same seed, same numbers only under the same capability).
+    assert summary["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     # The count of the model its own config builds, and its checkpoint's weights fit that model.
     model_there = built_from_its_config(run_dir)
     assert summary["params"] == count_parameters(model_there)

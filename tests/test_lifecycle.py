@@ -26,7 +26,7 @@ import noderun
 from conftest import NODERUN, error_lines, run_noderun
 from noderun.experiments import EXPERIMENTS
 from noderun.lifecycle import (EXIT_INTERRUPTED, EXIT_OK, EXIT_USER_ERROR, Interrupted, RunLock, run_experiment,
-                               signals_deferred)
+                               signals_deferred, _capabilities)
 from noderun.models import build_model
 from noderun.models.trained import model_at, trained_run
 from noderun.records import (TIMING_COLUMNS, BrokenRecord, load_checkpoint, read_summary, run_key,
@@ -490,3 +490,17 @@ def test_a_run_killed_after_its_last_record_resumes_to_completed_with_its_number
     resumed = read_summary(finished_rnn)
     assert resumed["status"] == "completed" and resumed["epochs_done"] == 2
     assert resumed["test_rmse"] == summary["test_rmse"] and len(_rows(finished_rnn)) == 2
+
+
+def test_a_run_records_its_cpu_capability_and_a_resume_under_another_says_both(stopped_rnn, tmp_path, caplog):
+    here = torch.backends.cpu.get_cpu_capability()
+    assert read_summary(stopped_rnn)["cpu_capability"] == here
+    summary = read_summary(stopped_rnn)
+    summary["cpu_capability"] = "OTHER"  # as if its first sitting ran on another machine's kernels
+    (stopped_rnn / "summary.json").write_text(json.dumps(summary))
+    code, _ = _run([*TINY_RNN, "resume=true"], tmp_path / "out", "second")
+    assert code == EXIT_OK
+    assert read_summary(stopped_rnn)["cpu_capability"] == f"OTHER+{here}"
+    assert any("CPU capabilities OTHER+" in r.getMessage() for r in caplog.records)
+    # A later sitting on the same kernels adds nothing.
+    assert _capabilities(f"OTHER+{here}", here) == f"OTHER+{here}" and _capabilities(None, here) == here

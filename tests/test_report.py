@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from conftest import SMALL, run_noderun
 
@@ -75,7 +76,8 @@ def test_report_over_a_real_sweep_writes_every_file_and_the_recomputed_numbers(s
     assert "8 completed, 0 failed, 0 interrupted, 0 running, 0 unreadable" in result.stdout
     assert "| ODE-Net | 2 |" in result.stdout and "| MLP | 2 |" in result.stdout
     assert_table_matches(out / "table1.csv", expected_table(summaries(sweep)))
-    assert len(pd.read_csv(out / "runs.csv")) == 8
+    runs = pd.read_csv(out / "runs.csv")
+    assert len(runs) == 8 and set(runs.cpu_capability) == {torch.backends.cpu.get_cpu_capability()}
     table = pd.read_csv(out / "table1.csv")
     assert table["paper_test_error"].tolist() == [1.60, 0.41, 0.47, 0.42]
     assert r"$\pm$" in (out / "table1.tex").read_text()
