@@ -370,7 +370,7 @@ def _runs_here(overrides: list[Override]) -> bool:
     return launcher is None or launcher in _LOCAL_LAUNCHERS
 
 
-def checked_overrides(args: list[str]) -> None:
+def checked_overrides(args: list[str]) -> bool:
     """Raise UserError, in one line, for the first thing in the command line `args` (without the
     program name) that noderun cannot run: an unknown key (also when added with + or ++), an unknown
     config-group choice, a value whose type is not its default's, or a value check_config refuses.
@@ -379,16 +379,17 @@ def checked_overrides(args: list[str]) -> None:
     of a swept key (`seed=0,1,2`) in turn, and each value a preset's own sweep gives. Hydra's own
     settings (hydra.*, hydra/...) and sweep functions (range, glob, interval) are left to Hydra. For
     --help, --cfg, --info and the like only the group choices are checked; with another config
-    (--config-name, --config-dir, ...) nothing is."""
+    (--config-name, --config-dir, ...) nothing is. Return whether the command is a sweep (-m, or a
+    preset's hydra.mode)."""
     import hydra
 
     command = parsed_command(args)
     if command.own_config:
-        return
+        return command.multirun
     overrides = [parsed_override(text) for text in command.overrides]
     check_group_choices(overrides)
     if command.shows_only:
-        return
+        return command.multirun
     composer = _Composer()
     # Leaving the block clears Hydra's global state again, for @hydra.main.
     with hydra.initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
@@ -408,6 +409,13 @@ def checked_overrides(args: list[str]) -> None:
     for job, config in zip(jobs, configs):
         with _naming_the_job(job, jobs[0]):
             check_config(config, here=here)
+    return command.multirun or len(jobs) > 1 or _is_multirun(overrides, composer, jobs[0])
+
+
+def _is_multirun(overrides: list[Override], composer: _Composer, base: _Job) -> bool:
+    """Return whether the command runs as a sweep: hydra.mode=MULTIRUN on it, or in its preset."""
+    mode = _hydra_choice(overrides, "hydra.mode") or OmegaConf.select(composer.reference(base.groups), "hydra.mode")
+    return str(mode).endswith("MULTIRUN")
 
 
 # --- values a run needs ------------------------------------------------------------------------------
