@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import math
 import os
 import re
 from contextlib import contextmanager
@@ -38,6 +39,13 @@ _LOCAL_LAUNCHERS = ("basic", "joblib", "local", "submitit_local")
 _WHOLE_NUMBERS = (("trainer.epochs", 1, False), ("trainer.batch_size", 1, False),
                   ("trainer.eval_batch_size", 1, False), ("seed", 0, False), ("threads", 1, True),
                   ("dataset.train_size", 1, True), ("dataset.val_size", 0, False), ("dataset.test_size", 1, True))
+# The largest whole number a run can take: torch holds numbers as 64-bit integers, and a seed is combined
+# with an epoch's number (seed x 100,003 + epoch: noderun.data.batches), so seeds stop far below that.
+_LARGEST_WHOLE = 2**63 - 1
+_LARGEST = {"seed": 2**32 - 1}
+# Numbers that must be above zero, and numbers that may be zero but not below (where a config has them).
+_POSITIVE = ("trainer.lr", "trainer.lr_decay_factor", "trainer.lr_final")
+_NON_NEGATIVE = ("trainer.momentum", "trainer.weight_decay", "dataset.noise_std")
 # true/false settings, checked where a config has them.
 _FLAGS = ("deterministic", "speed.compile", "model.adjoint", "dataset.augment", "trainer.progress",
           "trainer.measure_step")
@@ -441,9 +449,31 @@ def _check_numbers(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key, default=_ABSENT)
         if value is _ABSENT or (nullable and value is None):
             continue
-        _require(_is_whole(value, least), key, value, f"a whole number >= {least}" + (" or null" if nullable else ""))
-    lr = cfg.trainer.lr
-    _require(_is_number(lr) and lr > 0, "trainer.lr", lr, "a number > 0")
+        most = _LARGEST.get(key, _LARGEST_WHOLE)
+        valid = f"a whole number >= {least}" if most == _LARGEST_WHOLE else f"a whole number from {least} to {most}"
+        _require(_is_whole(value, least) and value <= most, key, value, valid + (" or null" if nullable else ""))
+    for keys, least, valid in ((_POSITIVE, 0, "a number > 0"), (_NON_NEGATIVE, None, "a number >= 0")):
+        for key in keys:
+            value = OmegaConf.select(cfg, key, default=_ABSENT)
+            if value is not _ABSENT:
+                _require(_is_number(value) and math.isfinite(value) and (value > 0 if least == 0 else value >= 0),
+                         key, value, valid)
+    _check_finite(OmegaConf.to_container(cfg, resolve=False))  # an interpolation copies a key checked itself
+
+
+def _check_finite(node: Any, prefix: str = "") -> None:
+    """Raise UserError for any number in the config that is infinite or NaN, or a whole number too large
+    for torch (64 bits): no setting takes one."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            _check_finite(value, f"{prefix}{key}.")
+    elif isinstance(node, list):
+        for value in node:
+            _check_finite(value, prefix)
+    elif isinstance(node, float) and not math.isfinite(node):
+        raise UserError(f"{prefix[:-1]}={node} is invalid; use a finite number")
+    elif _is_whole(node) and abs(node) > _LARGEST_WHOLE:
+        raise UserError(f"{prefix[:-1]}={node} is invalid; use a whole number from {-_LARGEST_WHOLE} to {_LARGEST_WHOLE}")
 
 
 def _check_flags(cfg: DictConfig) -> None:

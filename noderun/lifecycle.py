@@ -669,14 +669,14 @@ def _os_problem(err: OSError) -> str:
     where = f" {err.filename}" if err.filename else ""
     if err.errno in DISK_FULL:
         return f"the disk is full: cannot write{where} ({err.strerror or err})"
-    return f"cannot write or read{where} ({err.strerror or err})"
+    return f"cannot use{where} ({err.strerror or err})"
 
 
 def _os_remedy(err: OSError) -> str:
     """Return what to do about a file that could not be written before the run started."""
     if err.errno in DISK_FULL:
         return "free some space, or choose another folder with paths.output_root=DIR"
-    return "make that folder writable, or choose another with paths.output_root=DIR (or hydra.run.dir=DIR)"
+    return "make its folder writable (a run is continued where it was made), or run in another folder"
 
 
 def record_end(run_dir: Path, summary: dict[str, Any], status: str, reason: str | None,
@@ -691,7 +691,7 @@ def record_end(run_dir: Path, summary: dict[str, Any], status: str, reason: str 
     summary.update(status=status, reason=reason, finished=_now())
     try:
         with signals_deferred(deliver=False):
-            write_summary(run_dir, summary)
+            write_summary(run_dir, summary, in_place_when_full=True)
     except OSError as err:
         if err.errno not in DISK_FULL or "disk is full" not in (reason or ""):  # else the line above said it
             print(f"noderun: error: could not write {run_dir / SUMMARY_FILE}: {err}", file=sys.stderr)

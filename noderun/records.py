@@ -15,7 +15,7 @@ from typing import Any, Iterable, Iterator, Mapping
 
 import torch
 
-from noderun.safeio import MAX_DOCUMENT_BYTES, UnsafeFile, load_json, open_regular
+from noderun.safeio import DISK_FULL, MAX_DOCUMENT_BYTES, UnsafeFile, load_json, open_overwrite, open_regular
 
 # Columns that measure the machine rather than the computation; they differ between identical runs.
 TIMING_COLUMNS = ("test_forward_s", "epoch_time_s", "eval_time_s", "peak_memory_mb")
@@ -44,6 +44,13 @@ def _replace_atomically(path: Path, write) -> None:
     try:
         write(tmp)
         os.replace(tmp, path)
+    except FileExistsError:
+        raise  # a file of that name is not this write's: it stays
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        if err.filename is None:  # a failed write() names no file: name the one it was for
+            raise OSError(err.errno, err.strerror, str(path)) from None
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -51,9 +58,14 @@ def _replace_atomically(path: Path, write) -> None:
 
 def write_text_atomically(path: Path, text: str) -> None:
     """Replace path's content with text in one step."""
+    write_bytes_atomically(path, text.encode())
+
+
+def write_bytes_atomically(path: Path, data: bytes | memoryview) -> None:
+    """Replace path's content with data in one step (a symbolic link there is replaced, not followed)."""
     def write(tmp: Path) -> None:
-        with open(tmp, "w") as handle:
-            handle.write(text)
+        with open(tmp, "xb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
 
@@ -74,9 +86,24 @@ def write_metrics(run_dir: Path, rows: list[dict[str, Any]]) -> None:
     write_text_atomically(run_dir / METRICS_FILE, buffer.getvalue())
 
 
-def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
-    """Write summary.json."""
-    write_text_atomically(run_dir / SUMMARY_FILE, json.dumps(summary, indent=2, sort_keys=False, default=str) + "\n")
+def write_summary(run_dir: Path, summary: dict[str, Any], in_place_when_full: bool = False) -> None:
+    """Write summary.json. `in_place_when_full`: when the disk has no room for the new copy, rewrite the
+    file in place instead (the space it frees is what it takes), so that a run ended by a full disk
+    still says so; not atomic, so only for a run's last word."""
+    text = json.dumps(summary, indent=2, sort_keys=False, default=str) + "\n"
+    try:
+        write_text_atomically(run_dir / SUMMARY_FILE, text)
+    except OSError as err:
+        if not (in_place_when_full and err.errno in DISK_FULL):
+            raise
+        try:
+            with open_overwrite(run_dir / SUMMARY_FILE) as handle:
+                handle.truncate(0)
+                handle.write(text.encode())
+                handle.flush()
+                os.fsync(handle.fileno())
+        except UnsafeFile:
+            raise err from None
 
 
 def read_summary(run_dir: Path) -> dict[str, Any]:
@@ -95,14 +122,7 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Save a checkpoint so that a crash mid-write leaves the previous file in place."""
     buffer = io.BytesIO()
     torch.save(state, buffer)  # in memory first: a failed write (a full disk) then says so as an OSError
-
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as handle:
-            handle.write(buffer.getbuffer())
-            handle.flush()
-            os.fsync(handle.fileno())
-
-    _replace_atomically(path, write)
+    write_bytes_atomically(path, buffer.getbuffer())
 
 
 def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:

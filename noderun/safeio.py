@@ -76,6 +76,12 @@ def open_append(path: Path | str) -> IO[str]:
                      encoding="utf-8")
 
 
+def open_overwrite(path: Path | str) -> IO[bytes]:
+    """Return an existing regular file opened for writing in binary, in place (no link followed, nothing
+    created); else raise UnsafeFile."""
+    return os.fdopen(_open_fd(Path(path), os.O_WRONLY, follow=False), "wb")
+
+
 def read_bytes(path: Path | str, limit: int = MAX_DOCUMENT_BYTES, follow: bool = True) -> bytes:
     """Return the bytes of a regular file of at most `limit` bytes; else raise UnsafeFile."""
     with open_regular(path, follow) as handle:

@@ -15,7 +15,8 @@ class SweepSummary(Callback):
     non-zero when any run did not complete."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from noderun.report.cli import build_report, not_completed_lines
+        from noderun.errors import UserError
+        from noderun.report.cli import build_report, not_completed_lines, print_to_pipe
 
         sweep_dir = Path(config.hydra.sweep.dir)
         try:
@@ -23,6 +24,9 @@ class SweepSummary(Callback):
         except LookupError as err:
             print(f"noderun: error: {err}", file=sys.stderr)
             sys.exit(1)
-        print("\n" + text)
+        except UserError as err:
+            print(f"noderun: error: {err}", file=sys.stderr)
+            sys.exit(2)
+        print_to_pipe("\n" + text)
         if not_completed_lines(run_set):
             sys.exit(1)
