@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import signal
@@ -17,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from noderun.config import CONF_DIR, checked_overrides, parsed_command
 from noderun.errors import UserError
 from noderun.parallel import threads_per_job
-from noderun.safeio import DISK_FULL
+from noderun.safeio import DISK_FULL, printable
 
 _OUTPUT_OVERRIDE = re.compile(r"^(paths\.output_root|hydra\.run\.dir|hydra\.sweep\.dir)=(.+)$")
 # Less free space than this under the output folder is a full disk: a run could not write its first
@@ -126,14 +127,28 @@ def main() -> None:
                 if sweep:
                     check_sweep_dir(list(command.overrides))
         except UserError as err:
-            print(f"noderun: error: {err}", file=sys.stderr)
+            print(f"noderun: error: {printable(str(err))}", file=sys.stderr)
             sys.exit(2)
         if not (command.shows_only or command.own_config):
             sys.argv += _noderun_writes(list(command.overrides))
+        # A log line that cannot be written (`noderun ... | head -1`, a full disk) is dropped, not
+        # reported with a traceback: the run's own records say how it ended.
+        logging.raiseExceptions = False
         _app()
     except KeyboardInterrupt:
         print("noderun: interrupted", file=sys.stderr)
         sys.exit(130)
+    finally:
+        _stdout_flushed()
+
+
+def _stdout_flushed() -> None:
+    """Flush stdout; into a pipe its reader has closed, point it at nothing so Python's own flush at
+    exit says nothing either."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def _interrupt(signum: int, frame: object) -> None:

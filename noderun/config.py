@@ -38,7 +38,10 @@ _LOCAL_LAUNCHERS = ("basic", "joblib", "local", "submitit_local")
 # Whole numbers a run reads: (key, smallest value, whether null is allowed). Keys a config lacks are skipped.
 _WHOLE_NUMBERS = (("trainer.epochs", 1, False), ("trainer.batch_size", 1, False),
                   ("trainer.eval_batch_size", 1, False), ("seed", 0, False), ("threads", 1, True),
-                  ("dataset.train_size", 1, True), ("dataset.val_size", 0, False), ("dataset.test_size", 1, True))
+                  ("dataset.train_size", 1, True), ("dataset.val_size", 0, False), ("dataset.test_size", 1, True),
+                  ("dataset.crop_padding", 0, False), ("trainer.lr_decay_min_epochs", 0, False),
+                  *((f"model.{size}", 1, False) for size in ("hidden", "latent", "rec_hidden", "dec_hidden", "dyn_hidden")),
+                  ("model.plot_spirals", 0, False))
 # The largest whole number a run can take: torch holds numbers as 64-bit integers, and a seed is combined
 # with an epoch's number (seed x 100,003 + epoch: noderun.data.batches), so seeds stop far below that.
 _LARGEST_WHOLE = 2**63 - 1

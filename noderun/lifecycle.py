@@ -36,7 +36,7 @@ from noderun.records import (BEST_CHECKPOINT, LAST_CHECKPOINT, LOCK_FILE, LOG_FI
                              BrokenRecord, config_as_today, directory_entries, find_previous_run, has_key,
                              linked_run_dir, load_checkpoint, read_summary, run_key, save_checkpoint,
                              without_keys, write_metrics, write_run_link, write_summary, write_text_atomically)
-from noderun.safeio import DISK_FULL, UnsafeFile, open_append, read_text
+from noderun.safeio import DISK_FULL, UnsafeFile, open_append, printable, read_text
 from noderun.train import TrainingFailure
 
 log = logging.getLogger("noderun")
@@ -684,7 +684,8 @@ def record_end(run_dir: Path, summary: dict[str, Any], status: str, reason: str 
     """Say in one line on stderr why a run ended short of completion (the log keeps the details), and
     write its status, reason and end time into its summary.json (when it has one to write)."""
     if reason:
-        print(f"noderun: {'error' if user_error else status}: {reason}", file=sys.stderr)
+        # one line of printable text: a reason may quote what a hostile file holds
+        print(f"noderun: {'error' if user_error else status}: {printable(reason)}", file=sys.stderr)
         log_to_file(logging.INFO, f"run {status}: {reason}")
     if not summary:
         return

@@ -129,3 +129,9 @@ def load_yaml(path: Path | str, limit: int = MAX_DOCUMENT_BYTES) -> Any:
     """Return the YAML document in a regular file of at most `limit` bytes (see parse_yaml); else raise
     UnsafeFile."""
     return parse_yaml(read_text(path, limit), str(path))
+
+
+def printable(text: str) -> str:
+    """Return text with every unprintable character (a newline, a terminal escape) made a space, so
+    that what a file holds prints as it is and cannot act on the terminal."""
+    return "".join(c if c.isprintable() else " " for c in text)

@@ -93,10 +93,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         text, _ = build_report(args.paths, out_dir)
     except LookupError as err:
-        print(f"noderun-report: error: {err}", file=sys.stderr)
+        print(f"noderun-report: error: {printable(str(err))}", file=sys.stderr)
         sys.exit(1)
     except UserError as err:
-        print(f"noderun-report: error: {err}", file=sys.stderr)
+        print(f"noderun-report: error: {printable(str(err))}", file=sys.stderr)
         sys.exit(2)
     except OSError as err:
         print(f"noderun-report: error: cannot write the report to {out_dir}: {err.strerror or err}", file=sys.stderr)
