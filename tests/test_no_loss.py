@@ -166,24 +166,31 @@ def test_a_directory_holding_other_files_is_refused(noderun_main, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_second_process_never_touches_a_running_runs_summary(tmp_path):
+def test_a_second_process_never_touches_a_running_run(tmp_path):
     first = subprocess.Popen([NODERUN, *TINY_RNN, "trainer.epochs=100000", "hydra.run.dir=D"], cwd=tmp_path,
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    run = tmp_path / "D"
     try:
-        summary = tmp_path / "D" / "summary.json"
-        while not (summary.exists() and json.loads(summary.read_text()).get("epochs_done", 0) >= 1):
+        while not ((run / "summary.json").exists() and read_summary(run).get("epochs_done", 0) >= 1):
             assert first.poll() is None, first.stderr.read()
             time.sleep(0.2)
-        for extra in ([], ["resume=true"]):
+        config = fingerprint(run / ".hydra")
+        # Another config in the same directory, and the same one asking to resume it while it runs.
+        for extra in (["seed=1"], ["resume=true"]):
             second = subprocess.run([NODERUN, *TINY_RNN, "trainer.epochs=100000", "hydra.run.dir=D", *extra],
                                     cwd=tmp_path, capture_output=True, text=True, timeout=300)
             assert second.returncode == 2 and len(error_lines(second)) == 1, second.stderr
-            assert json.loads(summary.read_text())["status"] == "running"
+            summary = read_summary(run)
+            assert summary["status"] == "running" and summary["reason"] is None
+            assert fingerprint(run / ".hydra") == config
         assert first.poll() is None
     finally:
         first.send_signal(signal.SIGTERM)
         first.wait(timeout=120)
-    assert json.loads(summary.read_text())["status"] == "interrupted"
+    assert read_summary(run)["status"] == "interrupted"
+    # The run's log tells only its own story: no line of the refused processes.
+    assert "being run by process" not in (run / "noderun.log").read_text()
+    assert "already holds a run" not in (run / "noderun.log").read_text()
 
 
 # --- 3. a sweep with a fixed directory --------------------------------------------------------------------
@@ -251,7 +258,7 @@ def test_a_checkpoint_that_is_a_fifo_is_refused_without_hanging(tmp_path):
     _stopped(tmp_path / "D")
     (tmp_path / "D" / "last.pt").unlink()
     os.mkfifo(tmp_path / "D" / "last.pt")
-    result = subprocess.run([NODERUN, *TINY_RNN, "hydra.run.dir=D", "resume=true"], cwd=tmp_path,
+    result = subprocess.run([NODERUN, *TINY_RNN, f"resume={tmp_path / 'D'}"], cwd=tmp_path,
                             capture_output=True, text=True, timeout=120)
     line = single_error_line(result)
     assert "last.pt is a FIFO" in line

@@ -47,7 +47,7 @@ def load_ecg_csv(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     A missing file or the first malformed row stops with one line naming the file and the row.
     """
     path = Path(path).expanduser()
-    if not path.is_file():
+    if not path.exists():  # anything else there that is not a regular file is refused by data_file
         raise UserError(f"ECG file {path} does not exist; pass the MIT-BIH heartbeat CSV with dataset.path=FILE")
     signals, labels = [], []
     with data_file(path) as raw, io.TextIOWrapper(raw, newline="") as handle:
