@@ -23,7 +23,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 import noderun
-from conftest import NODERUN, error_lines, single_error_line
+from conftest import NODERUN, SMALL, error_lines, run_noderun, single_error_line
 from noderun.errors import UserError
 from noderun.experiments import EXPERIMENTS
 from noderun.lifecycle import EXIT_OK, EXIT_USER_ERROR, run_experiment
@@ -196,19 +196,21 @@ def test_a_second_process_never_touches_a_running_run(tmp_path):
 # --- 3. a sweep with a fixed directory --------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_a_sweep_in_a_fixed_directory_is_resumed_without_retraining_and_otherwise_refused(tmp_path):
-    sweep = [NODERUN, "-m", *TINY_RNN, "seed=0,1", "hydra.sweep.dir=S"]
-    first = subprocess.run(sweep, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+@pytest.mark.parametrize("table", ["table2", "table1"])
+def test_a_sweep_in_a_fixed_directory_is_resumed_without_retraining_and_otherwise_refused(tmp_path, request, table):
+    runs = TINY_RNN if table == "table2" else ["model=mlp", *SMALL, "threads=1"]
+    data = request.getfixturevalue("mnist_root") if table == "table1" else tmp_path / "no-data"
+    sweep = ["-m", *runs, "seed=0,1", "hydra.sweep.dir=S"]
+    first = run_noderun(sweep, data, tmp_path)
     assert first.returncode == 0, first.stderr
-    runs = {n: fingerprint(tmp_path / "S" / n) for n in ("0", "1")}
+    done = {n: fingerprint(tmp_path / "S" / n) for n in ("0", "1")}
     before = fingerprint(tmp_path / "S")
-    refused = subprocess.run(sweep, cwd=tmp_path, capture_output=True, text=True, timeout=600)
-    line = single_error_line(refused)
+    line = single_error_line(run_noderun(sweep, data, tmp_path))
     assert "hydra.sweep.dir=S" in line and "resume=true" in line and "another directory" in line
     assert fingerprint(tmp_path / "S") == before
-    again = subprocess.run([*sweep, "resume=true"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    again = run_noderun([*sweep, "resume=true"], data, tmp_path)
     assert again.returncode == 0, again.stderr
-    assert {n: fingerprint(tmp_path / "S" / n) for n in ("0", "1")} == runs  # no run retrained or rewritten
+    assert {n: fingerprint(tmp_path / "S" / n) for n in ("0", "1")} == done  # no run retrained or rewritten
     assert "2 completed" in again.stdout
 
 
