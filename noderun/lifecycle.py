@@ -10,6 +10,7 @@ written, because every write happens with signals deferred and lands by an atomi
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import platform
@@ -588,6 +589,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path, experiments: Mapping[str, Exp
         if previous is not None and entry.trains:
             state = _restored_state(previous, key_cfg, device)
         if previous is not None:
+            extra_log.append(_log_also_to(previous / LOG_FILE))  # refused for a link: before anything changes
             for leftover in previous.glob(".*.tmp"):  # a killed process's half-written files
                 leftover.unlink(missing_ok=True)
             # The experiment's own numbers so far carry over: a run killed after its last epoch's record
@@ -596,7 +598,6 @@ def run_experiment(cfg: DictConfig, run_dir: Path, experiments: Mapping[str, Exp
                            epochs_done=len(state["rows"]) if state else 0, started=previous_summary.get("started"),
                            time_s=previous_summary.get("time_s"),
                            resumed=[*previous_summary.get("resumed", []), _now()])
-            extra_log.append(_log_also_to(previous / LOG_FILE))
             log.info("resume: continuing the run in %s%s", previous,
                      f" from epoch {len(state['rows'])}" if state else " from the start")
         summary["device"] = str(device)
@@ -654,14 +655,18 @@ def run_guarded(work: Callable[[], int], finish: Callable[..., int], started: Ca
         return finish("failed", str(err), EXIT_FAILED)
     except KeyboardInterrupt as err:
         return finish("interrupted", str(err) or "interrupted by the user", EXIT_INTERRUPTED)
-    except OSError as err:
-        if not started():
-            return finish("failed", f"{_os_problem(err)}; {_os_remedy(err)}", EXIT_USER_ERROR, user_error=True)
-        log_to_file(logging.ERROR, "run failed", exc_info=True)
-        return finish("failed", _os_problem(err), EXIT_FAILED)
     except Exception as err:  # a solver's or the library's own error: record it, don't lose the run
         log_to_file(logging.ERROR, "run failed", exc_info=True)
-        return finish("failed", f"{type(err).__name__}: {err}", EXIT_FAILED)
+        if not (isinstance(err, OSError) and err.errno in _WRITE_REFUSED):
+            return finish("failed", f"{type(err).__name__}: {err}", EXIT_FAILED)
+        if not started():
+            return finish("failed", f"{_os_problem(err)}; {_os_remedy(err)}", EXIT_USER_ERROR, user_error=True)
+        return finish("failed", _os_problem(err), EXIT_FAILED)
+
+
+# A file operation refused by the machine rather than failed by noderun: a full disk, a read-only or
+# forbidden folder. Before a run has written its records, that is the user's to fix (one line, exit 2).
+_WRITE_REFUSED = (*DISK_FULL, errno.EROFS, errno.EACCES, errno.EPERM)
 
 
 def _os_problem(err: OSError) -> str:
@@ -669,7 +674,7 @@ def _os_problem(err: OSError) -> str:
     where = f" {err.filename}" if err.filename else ""
     if err.errno in DISK_FULL:
         return f"the disk is full: cannot write{where} ({err.strerror or err})"
-    return f"cannot use{where} ({err.strerror or err})"
+    return f"cannot write{where} ({err.strerror or err})"
 
 
 def _os_remedy(err: OSError) -> str:
