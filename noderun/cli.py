@@ -25,7 +25,7 @@ _OUTPUT_OVERRIDE = re.compile(r"^(paths\.output_root|hydra\.run\.dir|hydra\.swee
 # records (a Table 2 run of 20 spirals writes about 300 KiB: checkpoints, predictions, figures).
 MIN_FREE_BYTES = 256 << 10
 # Where noderun writes a run's resolved config, Hydra's config and the overrides (Hydra's own place).
-CONFIG_SUBDIR = ".hydra"
+CONFIG_SUBDIR = ".hydra"  # noderun.records.CONFIG_DIR, named here without importing torch
 # Hydra would write .hydra/ and open noderun.log in a job's directory before noderun could see whether
 # that directory already holds a run; noderun writes both itself instead (noderun.lifecycle).
 _HYDRA_WRITES_NOTHING = ("hydra.output_subdir=null", "~hydra.job_logging.handlers.file",

@@ -88,7 +88,7 @@ def _marked_dirs(root: Path, passed_over: list[tuple[str, str]]) -> tuple[list[P
             runs.append(here)
         elif RUN_LINK_FILE in files:
             links.append(here)
-        elif METRICS_FILE in files or (".hydra" in subfolders and _is_file(here / CONFIG_FILE)):
+        elif METRICS_FILE in files or (CONFIG_FILE.parent.name in subfolders and _is_file(here / CONFIG_FILE)):
             orphans.append(here)
     return sorted(runs), sorted(links), sorted(orphans)
 

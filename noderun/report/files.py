@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from noderun.records import CONFIG_DIR
 from noderun.safeio import MAX_DOCUMENT_BYTES, UnsafeFile, parse_yaml, read_text
 
 # Far above what noderun writes (a config is a few KiB, a metrics.csv of 160 epochs some 30 KiB),
@@ -19,7 +20,7 @@ from noderun.safeio import MAX_DOCUMENT_BYTES, UnsafeFile, parse_yaml, read_text
 # is read by noderun.records.read_summary, which has its own limit.)
 MAX_YAML_BYTES = MAX_DOCUMENT_BYTES
 MAX_CSV_BYTES = 64 << 20
-CONFIG_FILE = Path(".hydra") / "config.yaml"
+CONFIG_FILE = Path(CONFIG_DIR) / "config.yaml"
 
 
 class BrokenRun(Exception):
