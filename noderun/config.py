@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import math
 import os
 import re
 from contextlib import contextmanager
@@ -37,7 +38,17 @@ _LOCAL_LAUNCHERS = ("basic", "joblib", "local", "submitit_local")
 # Whole numbers a run reads: (key, smallest value, whether null is allowed). Keys a config lacks are skipped.
 _WHOLE_NUMBERS = (("trainer.epochs", 1, False), ("trainer.batch_size", 1, False),
                   ("trainer.eval_batch_size", 1, False), ("seed", 0, False), ("threads", 1, True),
-                  ("dataset.train_size", 1, True), ("dataset.val_size", 0, False), ("dataset.test_size", 1, True))
+                  ("dataset.train_size", 1, True), ("dataset.val_size", 0, False), ("dataset.test_size", 1, True),
+                  ("dataset.crop_padding", 0, False), ("trainer.lr_decay_min_epochs", 0, False),
+                  *((f"model.{size}", 1, False) for size in ("hidden", "latent", "rec_hidden", "dec_hidden", "dyn_hidden")),
+                  ("model.plot_spirals", 0, False))
+# The largest whole number a run can take: torch holds numbers as 64-bit integers, and a seed is combined
+# with an epoch's number (seed x 100,003 + epoch: noderun.data.batches), so seeds stop far below that.
+_LARGEST_WHOLE = 2**63 - 1
+_LARGEST = {"seed": 2**32 - 1}
+# Numbers that must be above zero, and numbers that may be zero but not below (where a config has them).
+_POSITIVE = ("trainer.lr", "trainer.lr_decay_factor", "trainer.lr_final")
+_NON_NEGATIVE = ("trainer.momentum", "trainer.weight_decay", "dataset.noise_std")
 # true/false settings, checked where a config has them.
 _FLAGS = ("deterministic", "speed.compile", "model.adjoint", "dataset.augment", "trainer.progress",
           "trainer.measure_step")
@@ -370,7 +381,7 @@ def _runs_here(overrides: list[Override]) -> bool:
     return launcher is None or launcher in _LOCAL_LAUNCHERS
 
 
-def checked_overrides(args: list[str]) -> None:
+def checked_overrides(args: list[str]) -> bool:
     """Raise UserError, in one line, for the first thing in the command line `args` (without the
     program name) that noderun cannot run: an unknown key (also when added with + or ++), an unknown
     config-group choice, a value whose type is not its default's, or a value check_config refuses.
@@ -379,16 +390,17 @@ def checked_overrides(args: list[str]) -> None:
     of a swept key (`seed=0,1,2`) in turn, and each value a preset's own sweep gives. Hydra's own
     settings (hydra.*, hydra/...) and sweep functions (range, glob, interval) are left to Hydra. For
     --help, --cfg, --info and the like only the group choices are checked; with another config
-    (--config-name, --config-dir, ...) nothing is."""
+    (--config-name, --config-dir, ...) nothing is. Return whether the command is a sweep (-m, or a
+    preset's hydra.mode)."""
     import hydra
 
     command = parsed_command(args)
     if command.own_config:
-        return
+        return command.multirun
     overrides = [parsed_override(text) for text in command.overrides]
     check_group_choices(overrides)
     if command.shows_only:
-        return
+        return command.multirun
     composer = _Composer()
     # Leaving the block clears Hydra's global state again, for @hydra.main.
     with hydra.initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
@@ -408,6 +420,13 @@ def checked_overrides(args: list[str]) -> None:
     for job, config in zip(jobs, configs):
         with _naming_the_job(job, jobs[0]):
             check_config(config, here=here)
+    return command.multirun or len(jobs) > 1 or _is_multirun(overrides, composer, jobs[0])
+
+
+def _is_multirun(overrides: list[Override], composer: _Composer, base: _Job) -> bool:
+    """Return whether the command runs as a sweep: hydra.mode=MULTIRUN on it, or in its preset."""
+    mode = _hydra_choice(overrides, "hydra.mode") or OmegaConf.select(composer.reference(base.groups), "hydra.mode")
+    return str(mode).endswith("MULTIRUN")
 
 
 # --- values a run needs ------------------------------------------------------------------------------
@@ -433,9 +452,31 @@ def _check_numbers(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key, default=_ABSENT)
         if value is _ABSENT or (nullable and value is None):
             continue
-        _require(_is_whole(value, least), key, value, f"a whole number >= {least}" + (" or null" if nullable else ""))
-    lr = cfg.trainer.lr
-    _require(_is_number(lr) and lr > 0, "trainer.lr", lr, "a number > 0")
+        most = _LARGEST.get(key, _LARGEST_WHOLE)
+        valid = f"a whole number >= {least}" if most == _LARGEST_WHOLE else f"a whole number from {least} to {most}"
+        _require(_is_whole(value, least) and value <= most, key, value, valid + (" or null" if nullable else ""))
+    for keys, least, valid in ((_POSITIVE, 0, "a number > 0"), (_NON_NEGATIVE, None, "a number >= 0")):
+        for key in keys:
+            value = OmegaConf.select(cfg, key, default=_ABSENT)
+            if value is not _ABSENT:
+                _require(_is_number(value) and math.isfinite(value) and (value > 0 if least == 0 else value >= 0),
+                         key, value, valid)
+    _check_finite(OmegaConf.to_container(cfg, resolve=False))  # an interpolation copies a key checked itself
+
+
+def _check_finite(node: Any, prefix: str = "") -> None:
+    """Raise UserError for any number in the config that is infinite or NaN, or a whole number too large
+    for torch (64 bits): no setting takes one."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            _check_finite(value, f"{prefix}{key}.")
+    elif isinstance(node, list):
+        for value in node:
+            _check_finite(value, prefix)
+    elif isinstance(node, float) and not math.isfinite(node):
+        raise UserError(f"{prefix[:-1]}={node} is invalid; use a finite number")
+    elif _is_whole(node) and abs(node) > _LARGEST_WHOLE:
+        raise UserError(f"{prefix[:-1]}={node} is invalid; use a whole number from {-_LARGEST_WHOLE} to {_LARGEST_WHOLE}")
 
 
 def _check_flags(cfg: DictConfig) -> None:

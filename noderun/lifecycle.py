@@ -10,6 +10,7 @@ written, because every write happens with signals deferred and lands by an atomi
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import platform
@@ -32,10 +33,11 @@ from omegaconf.errors import OmegaConfBaseException
 from noderun.config import check_config
 from noderun.data import DATASETS, datasets_of_kind
 from noderun.errors import UserError
-from noderun.records import (BEST_CHECKPOINT, LAST_CHECKPOINT, LOCK_FILE, SUMMARY_FILE, BrokenRecord,
-                             config_as_today, find_previous_run, load_checkpoint, read_summary, run_key,
-                             save_checkpoint, without_keys, write_metrics, write_run_link, write_summary,
-                             write_text_atomically)
+from noderun.records import (BEST_CHECKPOINT, LAST_CHECKPOINT, LOCK_FILE, LOG_FILE, RUN_LINK_FILE, SUMMARY_FILE,
+                             BrokenRecord, config_as_today, directory_entries, find_previous_run, has_key,
+                             linked_run_dir, load_checkpoint, read_summary, run_key, save_checkpoint,
+                             without_keys, write_metrics, write_run_link, write_summary, write_text_atomically)
+from noderun.safeio import DISK_FULL, UnsafeFile, open_append, printable, read_text
 from noderun.train import TrainingFailure
 
 log = logging.getLogger("noderun")
@@ -230,6 +232,9 @@ class RunLock:
 
     def acquire(self) -> None:
         """Take the lock, or raise UserError naming the process that holds it and the lock file."""
+        if self.path.is_symlink() or (self.path.exists() and not self.path.is_file()):
+            raise UserError(f"{self.path} is not a lock file noderun made (it is a directory, link or other "
+                            f"file); remove it once no noderun process runs {self.path.parent}")
         draft = self.path.with_name(f"{LOCK_FILE}.{os.getpid()}.tmp")
         draft.write_text(self.mine)
         try:
@@ -254,8 +259,8 @@ class RunLock:
     def _read(self) -> str | None:
         """Return the lock file's text (None when it is gone or unreadable)."""
         try:
-            return self.path.read_text()
-        except (OSError, ValueError):
+            return read_text(self.path, 4096, follow=False)
+        except UnsafeFile:
             return None
 
     def remove_if_still(self, stale: str | None) -> None:
@@ -267,9 +272,9 @@ class RunLock:
         except FileNotFoundError:
             return
         try:
-            if aside.read_text() != stale:
+            if read_text(aside, 4096, follow=False) != stale:
                 os.link(aside, self.path)  # not the stale lock: another process's, so it goes back
-        except (OSError, ValueError):
+        except (OSError, UnsafeFile):
             pass  # a third process took the free name meanwhile: the lock there is its own
         finally:
             aside.unlink(missing_ok=True)
@@ -295,9 +300,9 @@ class RunLock:
         """Remove the lock if this process holds it (and it is still this process's)."""
         if self.held:
             try:
-                if self.path.read_text() == self.mine:
+                if read_text(self.path, 4096, follow=False) == self.mine:
                     self.path.unlink()
-            except OSError:
+            except (OSError, UnsafeFile):
                 pass
             self.held = False
 
@@ -425,15 +430,48 @@ def _resolved_key_config(cfg: DictConfig) -> dict[str, Any]:
                         f"the chosen groups do not have)") from None
 
 
-def _resume_target(cfg: DictConfig, run_dir: Path, key: str, key_cfg: dict[str, Any]) -> tuple[Path | None, dict | None]:
+def _resumes(cfg: DictConfig) -> bool:
+    """Return whether the run was asked to continue the newest run of its config (resume=true)."""
+    return cfg.resume is True or cfg.resume == "true"
+
+
+def _held_run(cfg: DictConfig, run_dir: Path) -> bool:
+    """Return whether run_dir already holds a run that this one is to continue (resume=true, or resume=DIR
+    naming run_dir itself); False for an empty or new directory. Raise UserError, changing nothing, for
+    a directory that holds a run without resume, or files noderun did not write."""
+    try:
+        entries = directory_entries(run_dir)
+    except OSError as err:
+        raise UserError(f"cannot list the run directory {run_dir} ({err.strerror or err}); choose another "
+                        f"directory with hydra.run.dir=DIR") from None
+    if not entries:
+        return False
+    if SUMMARY_FILE not in entries and RUN_LINK_FILE not in entries:
+        raise UserError(f"{run_dir} holds files noderun did not write ({', '.join(entries[:4])}"
+                        f"{', ...' if len(entries) > 4 else ''}); choose another directory (hydra.run.dir=DIR, "
+                        f"or leave it out for a new one)")
+    names_itself = cfg.resume not in (True, False, None, "true", "false") and \
+        Path(str(cfg.resume)).expanduser().resolve() == run_dir.resolve()
+    if not (_resumes(cfg) or names_itself):
+        raise UserError(f"{run_dir} already holds a run; continue it with resume=true, or choose another "
+                        f"directory (hydra.run.dir=DIR or hydra.sweep.dir=DIR, or leave it out for a new one)")
+    return True
+
+
+def _resume_target(cfg: DictConfig, run_dir: Path, key: str, key_cfg: dict[str, Any],
+                   held: bool) -> tuple[Path | None, dict | None]:
     """Return (the earlier run directory to continue in, its summary), or (None, None) to start afresh.
 
-    resume=true finds the newest run with the same run key under paths.output_root; resume=DIR takes
-    that run if its key config is this one's (refused in one line naming the keys that differ: even
-    trainer.epochs, since the learning rate's decay points are fractions of the run)."""
+    resume=true continues the run run_dir itself holds (`held`: a fixed hydra.run.dir or a sweep's job
+    directory), refused in one line when it is another config's; failing that, the newest run with the
+    same run key under paths.output_root. resume=DIR takes that run if its key config is this one's
+    (refused in one line naming the keys that differ: even trainer.epochs, since the learning rate's
+    decay points are fractions of the run)."""
     if cfg.resume in (False, None, "false"):
         return None, None
-    if cfg.resume is True or cfg.resume == "true":
+    if held:
+        return _own_run(run_dir, key, key_cfg)
+    if _resumes(cfg):
         previous = find_previous_run(Path(str(cfg.paths.output_root)), key, exclude=run_dir)
         return (previous, _previous_summary(previous)) if previous else (None, None)
     path = Path(str(cfg.resume)).expanduser()
@@ -441,11 +479,32 @@ def _resume_target(cfg: DictConfig, run_dir: Path, key: str, key_cfg: dict[str, 
         raise UserError(f"resume={cfg.resume}: no run directory there (no {SUMMARY_FILE}); pass resume=true to find "
                         f"the run with this config, or the path of a run directory")
     summary = _previous_summary(path)
+    _refuse_another_config(path, summary, key_cfg, f"resume={path} refused")
+    return path, summary
+
+
+def _own_run(run_dir: Path, key: str, key_cfg: dict[str, Any]) -> tuple[Path, dict]:
+    """Return the run run_dir holds (or the one its run_link.json points to) and its summary, if it is of
+    this config; else raise UserError naming the directory and the keys that differ."""
+    own = run_dir
+    if not (run_dir / SUMMARY_FILE).exists():
+        own = linked_run_dir(run_dir)
+        if own is None or not (own / SUMMARY_FILE).is_file():
+            raise UserError(f"{run_dir / RUN_LINK_FILE} is unreadable or points to no run; choose another "
+                            f"directory (hydra.run.dir=DIR, or leave it out for a new one)")
+    summary = _previous_summary(own)
+    if not has_key(summary, key):
+        _refuse_another_config(own, summary, key_cfg, f"{own} holds a run of another config")
+    return own, summary
+
+
+def _refuse_another_config(path: Path, summary: dict[str, Any], key_cfg: dict[str, Any], what: str) -> None:
+    """Raise UserError when the run at path was made with another key config, naming the keys that differ."""
     differ = differing_keys(summary["key_config"], key_cfg)
     if differ:
-        raise UserError(f"resume={path} refused: that run was made with a different config ({', '.join(differ[:8])}"
-                        f"{', ...' if len(differ) > 8 else ''}); resume it with the config it was made with")
-    return path, summary
+        raise UserError(f"{what}: that run was made with a different config ({', '.join(differ[:8])}"
+                        f"{', ...' if len(differ) > 8 else ''}); resume it with the config it was made with, "
+                        f"or choose another directory")
 
 
 def _previous_summary(run_dir: Path) -> dict[str, Any]:
@@ -481,23 +540,58 @@ def _restored_state(run_dir: Path, key_cfg: dict[str, Any], device: torch.device
                 pass
         raise UserError(f"cannot resume: {err}{hint}") from None
     differ = differing_keys(state.get("key_config") if isinstance(state.get("key_config"), dict) else {}, key_cfg)
-    if differ or not isinstance(state.get("rows"), list):
-        raise UserError(f"cannot resume: {path} belongs to another config ({', '.join(differ[:8]) or 'no rows'})")
+    if differ:
+        raise UserError(f"cannot resume: {path} belongs to another config ({', '.join(differ[:8])})")
+    trainer = key_cfg.get("trainer")
+    problem = _rows_problem(state.get("rows"), trainer.get("epochs") if isinstance(trainer, dict) else None)
+    if problem:
+        raise UserError(f"cannot resume: {path} is not one noderun wrote for this run ({problem})")
     return state
 
 
+def _rows_problem(rows: Any, epochs: Any) -> str | None:
+    """Return what is wrong with a checkpoint's metrics rows, or None: they must be a list of flat rows of
+    plain values, no more than the run's epochs, numbered 1, 2, ... where they carry an epoch."""
+    if not isinstance(rows, list):
+        return f"its rows are {type(rows).__name__}, not a list"
+    if isinstance(epochs, int) and len(rows) > epochs:
+        return f"{len(rows)} rows for a run of {epochs} epochs"
+    for number, row in enumerate(rows, start=1):
+        if not isinstance(row, dict) or not all(isinstance(k, str) for k in row):
+            return f"row {number} is a {type(row).__name__}, not a metrics row"
+        if not all(v is None or isinstance(v, (bool, int, float, str)) for v in row.values()):
+            return f"row {number} holds values other than numbers and text"
+        if "epoch" in row and (isinstance(row["epoch"], bool) or row["epoch"] != number):
+            return f"row {number} is numbered epoch {row['epoch']!r}"
+    return None
+
+
 def run_experiment(cfg: DictConfig, run_dir: Path, experiments: Mapping[str, ExperimentEntry],
-                   overrides: list[str], threads: int | None = None) -> int:
-    """Run the experiment cfg.task names in run_dir (or in the run it resumes); return the exit code."""
+                   overrides: list[str], threads: int | None = None,
+                   config_files: Mapping[str, str] | None = None) -> int:
+    """Run the experiment cfg.task names in run_dir (or in the run it resumes); return the exit code.
+
+    `config_files` (relative path: text; the CLI passes Hydra's .hydra/ files) are written into run_dir
+    when it is a new directory. A directory that already holds a run is continued only on resume and is
+    otherwise refused with nothing in it changed (noderun writes only files it made)."""
     # Filled in once the config is known to resolve; a mistake found before that is still recorded.
     summary = initial_summary(cfg, None, None, overrides)
     target = run_dir
+    fresh = False  # whether run_dir is a new directory, this run's own to write
     lock: RunLock | None = None
     running: RunRecorder | None = None
     extra_log: list[logging.Handler] = []
 
     def work() -> int:
-        nonlocal target, lock, running
+        nonlocal target, lock, running, fresh
+        held = _held_run(cfg, run_dir)
+        if not held:
+            fresh = True
+            extra_log.append(_log_also_to(run_dir / LOG_FILE))
+            with signals_deferred():
+                for name, text in (config_files or {}).items():
+                    (run_dir / name).parent.mkdir(parents=True, exist_ok=True)
+                    write_text_atomically(run_dir / name, text)
         entry = experiments.get(str(cfg.task))
         if entry is None:
             raise UserError(f"unknown task {cfg.task!r}; choose one of: {', '.join(experiments)}")
@@ -509,9 +603,10 @@ def run_experiment(cfg: DictConfig, run_dir: Path, experiments: Mapping[str, Exp
         configure_torch(cfg, threads)
         summary["torch_threads"] = torch.get_num_threads()
         device = choose_device(str(cfg.device))
-        previous, previous_summary = _resume_target(cfg, run_dir, key, key_cfg)
+        previous, previous_summary = _resume_target(cfg, run_dir, key, key_cfg, held)
         if previous is not None:
-            write_run_link(run_dir, previous)  # so a sweep's report still finds the run it stands for
+            if fresh:
+                write_run_link(run_dir, previous)  # so a sweep's report still finds the run it stands for
             if previous_summary.get("status") == "completed":
                 log.info("resume: this run already completed in %s; nothing to do", previous)
                 return EXIT_OK
@@ -522,6 +617,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path, experiments: Mapping[str, Exp
         if previous is not None and entry.trains:
             state = _restored_state(previous, key_cfg, device)
         if previous is not None:
+            extra_log.append(_log_also_to(previous / LOG_FILE))  # refused for a link: before anything changes
             for leftover in previous.glob(".*.tmp"):  # a killed process's half-written files
                 leftover.unlink(missing_ok=True)
             # The experiment's own numbers so far carry over: a run killed after its last epoch's record
@@ -535,7 +631,6 @@ def run_experiment(cfg: DictConfig, run_dir: Path, experiments: Mapping[str, Exp
             if "+" in summary["cpu_capability"]:
                 log.warning("resume: this run's sittings ran on CPU capabilities %s; its numbers are no longer "
                             "those of one capability", summary["cpu_capability"])
-            extra_log.append(_log_also_to(previous / "noderun.log"))
             log.info("resume: continuing the run in %s%s", previous,
                      f" from epoch {len(state['rows'])}" if state else " from the start")
         summary["device"] = str(device)
@@ -549,14 +644,15 @@ def run_experiment(cfg: DictConfig, run_dir: Path, experiments: Mapping[str, Exp
         return _timed(entry, cfg, recorder)
 
     def finish(status: str, reason: str | None, code: int, user_error: bool = False) -> int:
-        # A refusal before the run started writes nothing: an earlier run's record stays as it was.
-        writes = target == run_dir or (running is not None and running.wrote)
+        # A refusal before the run started writes nothing into a directory that held a run already: an
+        # earlier run's record stays as it was.
+        writes = (fresh and target == run_dir) or (running is not None and running.wrote)
         record_end(target, summary if writes else {}, status, reason, user_error)
         return code
 
     try:
         with signal_handlers():
-            return run_guarded(work, finish)
+            return run_guarded(work, finish, started=lambda: running is not None and running.wrote)
     finally:
         if lock is not None:
             lock.release()
@@ -575,11 +671,13 @@ def _timed(entry: ExperimentEntry, cfg: DictConfig, recorder: RunRecorder) -> in
     return EXIT_OK
 
 
-def run_guarded(work: Callable[[], int], finish: Callable[..., int]) -> int:
+def run_guarded(work: Callable[[], int], finish: Callable[..., int], started: Callable[[], bool] = lambda: True) -> int:
     """Return work()'s exit code; when it raises, return finish(status, reason, code, user_error=...)'s.
 
-    A UserError is the user's mistake (exit 2); a TrainingFailure, or any other error (a solver's,
-    the library's: its traceback goes to the log file), a failure (exit 1); Ctrl-C or SIGTERM an
+    A UserError is the user's mistake (exit 2), and so is a file that cannot be written before the run
+    has `started` writing its records (a full disk, a read-only folder: one line naming it); a full disk
+    later fails the run with a reason that says so. A TrainingFailure, or any other error (a solver's,
+    the library's: its traceback goes to the log file), is a failure (exit 1); Ctrl-C or SIGTERM an
     interruption (exit 130).
     """
     try:
@@ -592,7 +690,31 @@ def run_guarded(work: Callable[[], int], finish: Callable[..., int]) -> int:
         return finish("interrupted", str(err) or "interrupted by the user", EXIT_INTERRUPTED)
     except Exception as err:  # a solver's or the library's own error: record it, don't lose the run
         log_to_file(logging.ERROR, "run failed", exc_info=True)
-        return finish("failed", f"{type(err).__name__}: {err}", EXIT_FAILED)
+        if not (isinstance(err, OSError) and err.errno in _WRITE_REFUSED):
+            return finish("failed", f"{type(err).__name__}: {err}", EXIT_FAILED)
+        if not started():
+            return finish("failed", f"{_os_problem(err)}; {_os_remedy(err)}", EXIT_USER_ERROR, user_error=True)
+        return finish("failed", _os_problem(err), EXIT_FAILED)
+
+
+# A file operation refused by the machine rather than failed by noderun: a full disk, a read-only or
+# forbidden folder. Before a run has written its records, that is the user's to fix (one line, exit 2).
+_WRITE_REFUSED = (*DISK_FULL, errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def _os_problem(err: OSError) -> str:
+    """Return what a failed file operation means, naming the file; a full disk is called one."""
+    where = f" {err.filename}" if err.filename else ""
+    if err.errno in DISK_FULL:
+        return f"the disk is full: cannot write{where} ({err.strerror or err})"
+    return f"cannot write{where} ({err.strerror or err})"
+
+
+def _os_remedy(err: OSError) -> str:
+    """Return what to do about a file that could not be written before the run started."""
+    if err.errno in DISK_FULL:
+        return "free some space, or choose another folder with paths.output_root=DIR"
+    return "make its folder writable (a run is continued where it was made), or run in another folder"
 
 
 def record_end(run_dir: Path, summary: dict[str, Any], status: str, reason: str | None,
@@ -600,24 +722,48 @@ def record_end(run_dir: Path, summary: dict[str, Any], status: str, reason: str 
     """Say in one line on stderr why a run ended short of completion (the log keeps the details), and
     write its status, reason and end time into its summary.json (when it has one to write)."""
     if reason:
-        print(f"noderun: {'error' if user_error else status}: {reason}", file=sys.stderr)
+        # one line of printable text: a reason may quote what a hostile file holds
+        print(f"noderun: {'error' if user_error else status}: {printable(reason)}", file=sys.stderr)
         log_to_file(logging.INFO, f"run {status}: {reason}")
     if not summary:
         return
     summary.update(status=status, reason=reason, finished=_now())
     try:
         with signals_deferred(deliver=False):
-            write_summary(run_dir, summary)
+            write_summary(run_dir, summary, in_place_when_full=True)
     except OSError as err:
-        print(f"noderun: error: could not write {run_dir / SUMMARY_FILE}: {err}", file=sys.stderr)
+        if err.errno not in DISK_FULL or "disk is full" not in (reason or ""):  # else the line above said it
+            print(f"noderun: error: could not write {run_dir / SUMMARY_FILE}: {err}", file=sys.stderr)
+
+
+class _RunLog(logging.StreamHandler):
+    """A run's noderun.log, appended to; never through a symbolic link (safeio.open_append). A write that
+    fails (a full disk) is dropped silently: the terminal gets the run's one line anyway."""
+
+    def __init__(self, path: Path):
+        try:
+            stream = open_append(path)
+        except UnsafeFile as err:
+            raise UserError(f"cannot write the run's log: {err}") from None
+        super().__init__(stream)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        pass
+
+    def close(self) -> None:
+        try:
+            self.stream.close()
+        except OSError:
+            pass
+        super().close()
 
 
 def _log_also_to(path: Path) -> logging.Handler:
-    """Append this process's log to an earlier run's log too, so that run's log tells its whole story;
-    return the handler added."""
-    handler = logging.FileHandler(path)
+    """Append this process's log to a run directory's log (a resumed run's log then tells its whole
+    story), formatted as the terminal's; return the handler added."""
+    handler = _RunLog(path)
     for existing in logging.getLogger().handlers:
-        if isinstance(existing, logging.FileHandler):
+        if existing.formatter is not None:
             handler.setFormatter(existing.formatter)
     logging.getLogger().addHandler(handler)
     return handler
@@ -627,5 +773,5 @@ def log_to_file(level: int, message: str, exc_info: bool = False) -> None:
     """Log to the run's log file only: the terminal already got its one line."""
     record = log.makeRecord(log.name, level, __file__, 0, message, (), sys.exc_info() if exc_info else None)
     for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.FileHandler):
+        if isinstance(handler, (logging.FileHandler, _RunLog)):
             handler.handle(record)

@@ -11,9 +11,11 @@ import json
 import os
 import pickle
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import torch
+
+from noderun.safeio import DISK_FULL, MAX_DOCUMENT_BYTES, UnsafeFile, load_json, open_overwrite, open_regular
 
 # Columns that measure the machine rather than the computation; they differ between identical runs.
 TIMING_COLUMNS = ("test_forward_s", "epoch_time_s", "eval_time_s", "peak_memory_mb")
@@ -23,10 +25,12 @@ METRICS_FILE = "metrics.csv"
 LAST_CHECKPOINT = "last.pt"
 BEST_CHECKPOINT = "best.pt"
 LOCK_FILE = ".noderun.lock"
+LOG_FILE = "noderun.log"
+CONFIG_DIR = ".hydra"
 # Table 2 runs: a few test spirals in long form (truth, observations, predictions), for figures.
 PREDICTIONS_FILE = "spiral_predictions.csv"
 # A summary larger than this is not one noderun wrote.
-MAX_SUMMARY_BYTES = 1 << 20
+MAX_SUMMARY_BYTES = MAX_DOCUMENT_BYTES
 
 
 class BrokenRecord(Exception):
@@ -40,6 +44,13 @@ def _replace_atomically(path: Path, write) -> None:
     try:
         write(tmp)
         os.replace(tmp, path)
+    except FileExistsError:
+        raise  # a file of that name is not this write's: it stays
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        if err.filename is None:  # a failed write() names no file: name the one it was for
+            raise OSError(err.errno, err.strerror, str(path)) from None
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -47,9 +58,14 @@ def _replace_atomically(path: Path, write) -> None:
 
 def write_text_atomically(path: Path, text: str) -> None:
     """Replace path's content with text in one step."""
+    write_bytes_atomically(path, text.encode())
+
+
+def write_bytes_atomically(path: Path, data: bytes | memoryview) -> None:
+    """Replace path's content with data in one step (a symbolic link there is replaced, not followed)."""
     def write(tmp: Path) -> None:
-        with open(tmp, "w") as handle:
-            handle.write(text)
+        with open(tmp, "xb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
 
@@ -70,22 +86,33 @@ def write_metrics(run_dir: Path, rows: list[dict[str, Any]]) -> None:
     write_text_atomically(run_dir / METRICS_FILE, buffer.getvalue())
 
 
-def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
-    """Write summary.json."""
-    write_text_atomically(run_dir / SUMMARY_FILE, json.dumps(summary, indent=2, sort_keys=False, default=str) + "\n")
+def write_summary(run_dir: Path, summary: dict[str, Any], in_place_when_full: bool = False) -> None:
+    """Write summary.json. `in_place_when_full`: when the disk has no room for the new copy, rewrite the
+    file in place instead (the space it frees is what it takes), so that a run ended by a full disk
+    still says so; not atomic, so only for a run's last word."""
+    text = json.dumps(summary, indent=2, sort_keys=False, default=str) + "\n"
+    try:
+        write_text_atomically(run_dir / SUMMARY_FILE, text)
+    except OSError as err:
+        if not (in_place_when_full and err.errno in DISK_FULL):
+            raise
+        try:
+            with open_overwrite(run_dir / SUMMARY_FILE) as handle:
+                handle.truncate(0)
+                handle.write(text.encode())
+                handle.flush()
+                os.fsync(handle.fileno())
+        except UnsafeFile:
+            raise err from None
 
 
 def read_summary(run_dir: Path) -> dict[str, Any]:
     """Return the run's summary.json as a dict, or raise BrokenRecord naming the file and what is wrong."""
     path = run_dir / SUMMARY_FILE
     try:
-        if not path.is_file():  # a folder, or a pipe that would block the read
-            raise BrokenRecord(f"{path} is not a regular file")
-        if path.stat().st_size > MAX_SUMMARY_BYTES:
-            raise BrokenRecord(f"{path} is {path.stat().st_size} bytes, not a noderun summary")
-        summary = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as err:
-        raise BrokenRecord(f"{path} is unreadable ({type(err).__name__}: {err})") from None
+        summary = load_json(path, MAX_SUMMARY_BYTES)
+    except UnsafeFile as err:
+        raise BrokenRecord(str(err)) from None
     if not isinstance(summary, dict):
         raise BrokenRecord(f"{path} holds a {type(summary).__name__}, not a noderun summary")
     return summary
@@ -93,13 +120,9 @@ def read_summary(run_dir: Path) -> dict[str, Any]:
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Save a checkpoint so that a crash mid-write leaves the previous file in place."""
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as handle:
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-
-    _replace_atomically(path, write)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)  # in memory first: a failed write (a full disk) then says so as an OSError
+    write_bytes_atomically(path, buffer.getbuffer())
 
 
 def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
@@ -107,7 +130,10 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str,
     plain containers come back, and nothing in the file runs. Raise BrokenRecord naming the file when it
     is truncated, not a checkpoint, or holds anything else."""
     try:
-        state = torch.load(path, map_location=device, weights_only=True)
+        with open_regular(path) as handle:  # a FIFO or a device would block or never end the load
+            state = torch.load(handle, map_location=device, weights_only=True)
+    except UnsafeFile as err:
+        raise BrokenRecord(str(err)) from None
     except pickle.UnpicklingError as err:
         if "weights only" in str(err).lower():  # torch's refusal of a pickle that would construct objects
             raise BrokenRecord(f"{path} holds objects other than tensors and plain values; refused, as loading "
@@ -190,30 +216,59 @@ def write_run_link(run_dir: Path, target: Path) -> None:
 
 def linked_run_dir(run_dir: Path) -> Path | None:
     """Return the run directory run_dir's run_link.json points to, if it has a readable one."""
-    path = run_dir / RUN_LINK_FILE
     try:
-        if not path.is_file() or path.stat().st_size > MAX_SUMMARY_BYTES:
-            return None
-        target = json.loads(path.read_text())["run_dir"]
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, RecursionError):
+        target = load_json(run_dir / RUN_LINK_FILE)["run_dir"]
+    except (UnsafeFile, KeyError, TypeError):
         return None
     return Path(target) if isinstance(target, str) else None
+
+
+def walk_folders(root: Path, problems: list[tuple[str, str]] | None = None) -> Iterator[tuple[Path, list[str], list[str]]]:
+    """Yield (folder, its subfolders, its files) for root and every folder below it, symbolic links to
+    folders not followed; a folder that cannot be listed (no permission, a path longer than the system
+    allows) is passed over and, where `problems` is given, appended to it with the reason."""
+    def passed_over(err: OSError) -> None:
+        if problems is not None:
+            problems.append((str(err.filename or root), f"cannot be listed ({err.strerror or err})"))
+
+    for folder, subfolders, files in os.walk(root, onerror=passed_over):
+        yield Path(folder), subfolders, files
 
 
 def find_previous_run(output_root: Path, key: str, exclude: Path) -> Path | None:
     """Return the newest run directory under output_root whose summary carries `key`, or whose key config
     read as today's (config_as_today: keys retired or added since) hashes to it, if any (unreadable
-    summaries are passed over)."""
+    summaries and folders that cannot be listed are passed over)."""
     candidates = []
-    for summary_path in output_root.glob(f"**/{SUMMARY_FILE}"):
-        run_dir = summary_path.parent
-        if run_dir.resolve() == exclude.resolve():
+    for run_dir, _, files in walk_folders(output_root):
+        if SUMMARY_FILE not in files or _same_dir(run_dir, exclude):
             continue
         try:
             summary = read_summary(run_dir)
-            old = summary.get("key_config")
-            if summary.get("run_key") == key or (isinstance(old, dict) and run_key(config_as_today(old)) == key):
-                candidates.append((summary_path.stat().st_mtime, str(run_dir), run_dir))
+            if has_key(summary, key):
+                candidates.append(((run_dir / SUMMARY_FILE).stat().st_mtime, str(run_dir), run_dir))
         except (BrokenRecord, OSError):
             continue
     return max(candidates)[2] if candidates else None
+
+
+def has_key(summary: Mapping[str, Any], key: str) -> bool:
+    """Return whether a run's summary is of the run key `key` (its own, or its key config's read as today's)."""
+    old = summary.get("key_config")
+    return summary.get("run_key") == key or (isinstance(old, dict) and run_key(config_as_today(old)) == key)
+
+
+def _same_dir(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except (OSError, RuntimeError):
+        return False
+
+
+def directory_entries(folder: Path) -> list[str]:
+    """Return the names in a folder, sorted ([] when it does not exist); raise OSError when it cannot be
+    listed."""
+    try:
+        return sorted(os.listdir(folder))
+    except FileNotFoundError:
+        return []

@@ -15,14 +15,19 @@ class SweepSummary(Callback):
     non-zero when any run did not complete."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from noderun.report.cli import build_report, not_completed_lines
+        from noderun.errors import UserError
+        from noderun.report.cli import build_report, not_completed_lines, print_to_pipe
+        from noderun.safeio import printable
 
         sweep_dir = Path(config.hydra.sweep.dir)
         try:
             text, run_set = build_report([sweep_dir], sweep_dir / "report")
         except LookupError as err:
-            print(f"noderun: error: {err}", file=sys.stderr)
+            print(f"noderun: error: {printable(str(err))}", file=sys.stderr)
             sys.exit(1)
-        print("\n" + text)
+        except UserError as err:
+            print(f"noderun: error: {printable(str(err))}", file=sys.stderr)
+            sys.exit(2)
+        print_to_pipe("\n" + text)
         if not_completed_lines(run_set):
             sys.exit(1)

@@ -373,14 +373,14 @@ BILLION_LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
 BROKEN_TABLE1 = {
     "summary missing": (remove("summary.json"), "summary.json is missing"),
     "summary cut mid-write": (edit_text("summary.json", lambda s: s[:40]),
-                              "summary.json is unreadable (JSONDecodeError"),
+                              "summary.json is not JSON (JSONDecodeError"),
     "summary is a list": (write("summary.json", "[1, 2]"), "summary.json holds a list, not a noderun summary"),
     "summary is binary": (write("summary.json", bytes(range(256)) * 4),
-                          "summary.json is unreadable (UnicodeDecodeError"),
-    "summary is huge": (write("summary.json", "{" + " " * (2 << 20) + "}"), "summary.json is 2097154 bytes"),
+                          "summary.json is not text (binary data?)"),
+    "summary is huge": (write("summary.json", "{" + " " * (2 << 20) + "}"), "summary.json is larger than 1024 KiB"),
     "summary nests deeply": (write("summary.json", "[" * 200_000), "RecursionError"),
     "summary is a folder": (lambda d: ((d / "summary.json").unlink(), (d / "summary.json").mkdir()),
-                            "summary.json is not a regular file"),
+                            "summary.json is a directory, not a regular file"),
     "no status": (edit_json("summary.json", lambda s: s.pop("status")), "lacks 'status'"),
     "unknown status": (edit_json("summary.json", lambda s: s.update(status="done")), "'status' is 'done'"),
     "no model": (edit_json("summary.json", lambda s: s.pop("model")), "lacks 'model'"),
@@ -438,7 +438,7 @@ def test_yaml_in_a_config_is_never_executed(tmp_path):
     (broken / ".hydra" / "config.yaml").write_text(f"a: !!python/object/apply:os.system ['touch {marker}']\n")
     _, out = report_on(tmp_path)
     assert not marker.exists()
-    assert "config.yaml is not a config (could not determine a constructor" in not_completed(out)[0]
+    assert "config.yaml is not YAML (could not determine a constructor" in not_completed(out)[0]
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
@@ -448,7 +448,7 @@ def test_a_summary_that_is_a_pipe_is_listed_without_blocking(tmp_path):
     (broken / "summary.json").unlink()
     os.mkfifo(broken / "summary.json")
     _, out = report_on(tmp_path)
-    assert "summary.json is not a regular file" in not_completed(out)[0]
+    assert "summary.json is a FIFO (named pipe), not a regular file" in not_completed(out)[0]
 
 
 def test_a_run_without_a_config_still_counts(tmp_path):
@@ -644,7 +644,8 @@ def imports_of(path: Path) -> list[tuple[str, bool]]:
 
 
 @pytest.mark.parametrize("package, allowed", [
-    ("report", ("noderun.report", "noderun.plotting", "noderun.records", "noderun.models", "noderun.errors")),
+    ("report", ("noderun.report", "noderun.plotting", "noderun.records", "noderun.models", "noderun.errors",
+                    "noderun.safeio")),
     ("plotting", ("noderun.plotting", "noderun.records", "noderun.models", "noderun.data", "noderun.errors")),
 ])
 def test_the_report_and_plotting_import_nothing_upstream_and_nothing_inside_functions(package, allowed):

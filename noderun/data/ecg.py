@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import csv
+import io
 import math
 from pathlib import Path
 
 import torch
 
+from noderun.data.idx import data_file
 from noderun.errors import UserError
 
 SIGNAL_LENGTH = 187
@@ -45,10 +47,10 @@ def load_ecg_csv(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     A missing file or the first malformed row stops with one line naming the file and the row.
     """
     path = Path(path).expanduser()
-    if not path.is_file():
+    if not path.exists():  # anything else there that is not a regular file is refused by data_file
         raise UserError(f"ECG file {path} does not exist; pass the MIT-BIH heartbeat CSV with dataset.path=FILE")
     signals, labels = [], []
-    with open(path, newline="") as handle:
+    with data_file(path) as raw, io.TextIOWrapper(raw, newline="") as handle:
         for line, row in enumerate(csv.reader(handle), start=1):
             if not row:
                 continue

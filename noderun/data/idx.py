@@ -10,15 +10,25 @@ from pathlib import Path
 import numpy as np
 
 from noderun.errors import UserError
+from noderun.safeio import UnsafeFile, open_regular
 
 # IDX type code 0x08 is unsigned byte, the only type MNIST-style files use.
 _UBYTE = 0x08
 
 
+def data_file(path: Path):
+    """Return a data file opened for reading in binary, or raise UserError naming it when it is not a
+    regular file (a directory; a FIFO or a device such as /dev/zero, which would hang the reader)."""
+    try:
+        return open_regular(path)
+    except UnsafeFile as err:
+        raise UserError(f"{err}; replace it with the data file itself and run again") from None
+
+
 def md5_of_file(path: Path) -> str:
     """Return the hex MD5 of the file's bytes as stored on disk."""
     digest = hashlib.md5()
-    with open(path, "rb") as handle:
+    with data_file(path) as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
@@ -50,12 +60,13 @@ def read_idx(path: Path) -> np.ndarray:
     """Read an IDX file, gunzipping it first when its name ends in .gz."""
     if path.suffix == ".gz":
         try:
-            with gzip.open(path, "rb") as handle:
+            with data_file(path) as raw, gzip.open(raw, "rb") as handle:
                 data = handle.read()
         except (OSError, EOFError) as err:
             raise UserError(f"{path} is not a readable gzip file ({err}); delete it and run again") from err
     else:
-        data = path.read_bytes()
+        with data_file(path) as handle:
+            data = handle.read()
     return decode_idx(data, str(path))
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from noderun.data.idx import encode_idx, md5_of_file, read_idx, verify_md5, write_atomically
+from noderun.data.idx import data_file, encode_idx, md5_of_file, read_idx, verify_md5, write_atomically
 from noderun.data.safe_pickle import UnsafePickleError, load_arrays_pickle
 from noderun.errors import UserError
 
@@ -85,7 +85,8 @@ DEBIAN_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 def _gunzip_into(gz: Path, dest: Path) -> None:
     """Write the decompressed content of gz to dest, or raise UserError naming gz."""
     try:
-        data = gzip.decompress(gz.read_bytes())
+        with data_file(gz) as handle:
+            data = gzip.decompress(handle.read())
     except (OSError, EOFError) as err:
         raise UserError(f"{gz} is not a readable gzip file ({err}); delete it and run again") from err
     write_atomically(dest, data)

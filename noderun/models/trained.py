@@ -8,11 +8,13 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
 from noderun.errors import UserError
 from noderun.models import MODELS, ODE_NET, build_model
-from noderun.records import BEST_CHECKPOINT, LAST_CHECKPOINT, BrokenRecord, load_checkpoint
+from noderun.records import BEST_CHECKPOINT, CONFIG_DIR, LAST_CHECKPOINT, BrokenRecord, load_checkpoint
+from noderun.safeio import UnsafeFile, load_yaml
 from noderun.solvers import SolverSpec
 
 def checkpoint_file(ckpt: Any) -> Path:
@@ -40,11 +42,21 @@ def trained_run(ckpt: Any) -> tuple[DictConfig, dict[str, torch.Tensor], Path]:
     if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
         raise UserError(f"ckpt={ckpt}: not a noderun checkpoint (it holds no model weights); pass a run's "
                         f"best.pt or last.pt")
-    config_file = path.parent / ".hydra" / "config.yaml"
+    config_file = path.parent / CONFIG_DIR / "config.yaml"
     if not config_file.exists():
         raise UserError(f"ckpt={ckpt}: no {config_file} beside it, so the model cannot be rebuilt; pass a "
                         f"checkpoint inside the run directory noderun wrote")
-    run_cfg = OmegaConf.load(config_file)
+    try:
+        plain = load_yaml(config_file)
+    except UnsafeFile as err:
+        raise UserError(f"ckpt={ckpt}: {err}; pass a checkpoint inside the run directory noderun wrote") from None
+    if not isinstance(plain, dict):
+        raise UserError(f"ckpt={ckpt}: {config_file} holds no config; pass a checkpoint inside the run directory "
+                        f"noderun wrote")
+    try:
+        run_cfg = OmegaConf.create(plain)
+    except (OmegaConfBaseException, ValueError, TypeError) as err:
+        raise UserError(f"ckpt={ckpt}: {config_file} is not a config ({str(err).splitlines()[0]})") from None
     model_name = OmegaConf.select(run_cfg, "model.name")
     if model_name not in MODELS or not MODELS[model_name].is_ode or MODELS[model_name].table != 1:
         raise UserError(f"ckpt={ckpt}: a {model_name} checkpoint; the tolerance task needs a model with an ODE "

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 
+from noderun.safeio import printable  # noqa: F401  (the report's modules take it from here)
+
 STATUSES = ("completed", "failed", "interrupted", "running")
 TEXT, NUMBER, COUNT = "text", "a number", "a whole number >= 1"
 
@@ -25,12 +27,6 @@ OPTIONAL: dict[tuple[str, bool], dict[str, str]] = {
     ("timeseries", True): {"test_rmse_observed": NUMBER, "seed": NUMBER, "rtol": NUMBER},
     ("tolerance", True): {"ckpt": TEXT, "model": TEXT},
 }
-
-
-def printable(text: str) -> str:
-    """Return text with every unprintable character (a newline, a terminal escape) made a space, so
-    that what a run's files hold prints as it is and cannot act on the terminal."""
-    return "".join(c if c.isprintable() else " " for c in text)
 
 
 def is_kind(value: object, kind: str) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -10,12 +11,11 @@ import pandas as pd
 
 from noderun.report.checks import printable
 from noderun.report.collect import RunSet, collect_runs
+from noderun.errors import UserError
 from noderun.report.figures import write_figures
+from noderun.report.folder import report_folder
 from noderun.report.table import caption, table1, write_runs_csv, write_table1
 from noderun.report.table2 import table2, write_table2
-
-
-REPORT_FILES = ("runs.csv", "table1.*", "table2.*", "not_completed.txt", "*.png", "*.pdf")
 
 
 # A reason is cut to this many characters: a not_completed.txt line names a run, it is no log.
@@ -59,22 +59,20 @@ def status_counts(run_set: RunSet) -> str:
 
 def build_report(paths: list[Path], out_dir: Path) -> tuple[str, RunSet]:
     """Write runs.csv, table1.{csv,md,tex}, table2.{csv,md,tex} (where there are such runs), not_completed.txt and the figures to out_dir; return the text
-    to print and the runs. Raises LookupError when the paths hold no runs at all."""
+    to print and the runs. Raises LookupError when the paths hold no runs at all, and UserError, changing
+    nothing, when out_dir holds files the report did not write (noderun.report.folder)."""
     run_set = collect_runs(paths)
     if run_set.runs.empty and not run_set.unreadable and not run_set.tasks:
         raise LookupError(f"no runs found under {', '.join(map(str, paths))} (no summary.json below them)")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in REPORT_FILES:  # a report rewritten over fewer runs must not keep an older figure
-        for path in out_dir.glob(stale):
-            path.unlink()
     problems = not_completed_lines(run_set)
-    (out_dir / "not_completed.txt").write_text("".join(line + "\n" for line in problems))
-    write_runs_csv(run_set, out_dir)
-    table, second = table1(run_set), table2(run_set)
-    texts = [write_table1(table, out_dir, caption(run_set))] if not table.empty else []
-    texts += [write_table2(second, out_dir)] if not second.empty else []
-    text = "\n\n".join(texts) or "(no completed runs: no table)"
-    figures = write_figures(run_set, out_dir)
+    with report_folder(out_dir) as drawing:  # only the report's own earlier files are replaced
+        (drawing / "not_completed.txt").write_text("".join(line + "\n" for line in problems))
+        write_runs_csv(run_set, drawing)
+        table, second = table1(run_set), table2(run_set)
+        texts = [write_table1(table, drawing, caption(run_set))] if not table.empty else []
+        texts += [write_table2(second, drawing)] if not second.empty else []
+        text = "\n\n".join(texts) or "(no completed runs: no table)"
+        figures = write_figures(run_set, drawing)
     lines = [f"{status_counts(run_set)}; report in {out_dir} ({len(figures)} figure files)", text]
     if problems:
         lines += ["not completed (left out of the means):", *problems]
@@ -95,12 +93,24 @@ def main(argv: list[str] | None = None) -> None:
     try:
         text, _ = build_report(args.paths, out_dir)
     except LookupError as err:
-        print(f"noderun-report: error: {err}", file=sys.stderr)
+        print(f"noderun-report: error: {printable(str(err))}", file=sys.stderr)
         sys.exit(1)
+    except UserError as err:
+        print(f"noderun-report: error: {printable(str(err))}", file=sys.stderr)
+        sys.exit(2)
     except OSError as err:
         print(f"noderun-report: error: cannot write the report to {out_dir}: {err.strerror or err}", file=sys.stderr)
         sys.exit(2)
-    print(text)
+    print_to_pipe(text)
+
+
+def print_to_pipe(text: str) -> None:
+    """Print text; a reader that stops early (`noderun-report D | head -1`) ends the printing quietly."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        # Python would report the pipe again when it flushes stdout at exit: point stdout at nothing.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 if __name__ == "__main__":

@@ -5,7 +5,6 @@ the tables and figures work on what was read and checked here."""
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,8 +12,8 @@ import pandas as pd
 
 from noderun.plotting.registry import is_ode_model
 from noderun.records import (METRICS_FILE, PREDICTIONS_FILE, RUN_LINK_FILE, SUMMARY_FILE, BrokenRecord,
-                             config_as_today, linked_run_dir, read_summary)
-from noderun.report.checks import NUMBER, is_kind, shown, summary_problem
+                             config_as_today, linked_run_dir, read_summary, walk_folders)
+from noderun.report.checks import NUMBER, is_kind, printable, shown, summary_problem
 from noderun.report.files import CONFIG_FILE, BrokenRun, CsvSpec, read_csv_table, read_run_config
 
 # Config keys that never distinguish one experiment from another (where things live, how they show).
@@ -78,18 +77,18 @@ def _identity(path: Path) -> Path:
         return path.absolute()
 
 
-def _marked_dirs(root: Path) -> tuple[list[Path], list[Path], list[Path]]:
+def _marked_dirs(root: Path, passed_over: list[tuple[str, str]]) -> tuple[list[Path], list[Path], list[Path]]:
     """Return the directories below root (root included) that hold a summary.json; those that hold
     a run_link.json instead; and those that hold neither but a run's config or metrics.csv (a run
-    that died before it wrote its summary), each list sorted."""
+    that died before it wrote its summary), each list sorted. Folders that cannot be listed (no
+    permission, a path longer than the system allows) are appended to `passed_over` with the reason."""
     runs, links, orphans = [], [], []
-    for folder, subfolders, files in os.walk(root):  # symbolic links to folders are not followed
-        here = Path(folder)
+    for here, subfolders, files in walk_folders(root, passed_over):  # links to folders are not followed
         if SUMMARY_FILE in files or SUMMARY_FILE in subfolders:  # a folder so named is a broken run
             runs.append(here)
         elif RUN_LINK_FILE in files:
             links.append(here)
-        elif METRICS_FILE in files or (".hydra" in subfolders and (here / CONFIG_FILE).exists()):
+        elif METRICS_FILE in files or (CONFIG_FILE.parent.name in subfolders and _is_file(here / CONFIG_FILE)):
             orphans.append(here)
     return sorted(runs), sorted(links), sorted(orphans)
 
@@ -115,7 +114,7 @@ def find_run_dirs(paths: list[Path]) -> tuple[list[Path], list[tuple[str, str]]]
         if (root / SUMMARY_FILE).exists():
             candidates = [root]
         else:
-            candidates, links, orphans = _marked_dirs(root)
+            candidates, links, orphans = _marked_dirs(root, broken)
             for link_dir in links:
                 target, why = _follow(link_dir)
                 candidates += [target] if target is not None else []
@@ -140,7 +139,7 @@ def _flat_config(config: dict, model: str) -> dict[str, object]:
         key = prefix[:-1]
         if key.startswith(IGNORED_CONFIG_KEYS) or (not is_ode_model(model) and key.startswith(ODE_ONLY_PREFIXES)):
             return
-        flat[key] = json.dumps(node) if isinstance(node, list) else node
+        flat[printable(key)] = _cell(json.dumps(node) if isinstance(node, list) else node)
 
     walk("", config)
     return flat
@@ -159,9 +158,16 @@ def _config_columns(run_dir: Path, model: str) -> dict[str, object]:
 
 
 def _scalars(summary: dict) -> dict[str, object]:
-    """Return the summary's single values; lists and objects (files, key_config...) make no table cells."""
-    return {k: v for k, v in summary.items()
+    """Return the summary's single values, text made printable (a newline or a terminal escape in a
+    model's name must not reach the terminal, table1.md or runs.csv as it is); lists and objects (files,
+    key_config...) make no table cells."""
+    return {printable(k): _cell(v) for k, v in summary.items()
             if (v is None or isinstance(v, (str, int, float, bool))) and not k.startswith("config.")}
+
+
+def _cell(value: object) -> object:
+    """Return a value read from a run's files as a table cell: text made printable, anything else as is."""
+    return printable(value) if isinstance(value, str) else value
 
 
 def _metrics(run_dir: Path, epochs: int) -> pd.DataFrame:

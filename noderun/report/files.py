@@ -11,16 +11,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-import yaml
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+
+from noderun.records import CONFIG_DIR
+from noderun.safeio import MAX_DOCUMENT_BYTES, UnsafeFile, parse_yaml, read_text
 
 # Far above what noderun writes (a config is a few KiB, a metrics.csv of 160 epochs some 30 KiB),
 # and low enough that a huge or endless file cannot stall the report or fill its memory. (summary.json
 # is read by noderun.records.read_summary, which has its own limit.)
-MAX_YAML_BYTES = 1 << 20
+MAX_YAML_BYTES = MAX_DOCUMENT_BYTES
 MAX_CSV_BYTES = 64 << 20
-CONFIG_FILE = Path(".hydra") / "config.yaml"
+CONFIG_FILE = Path(CONFIG_DIR) / "config.yaml"
 
 
 class BrokenRun(Exception):
@@ -39,51 +39,28 @@ class CsvSpec:
     flags: tuple[str, ...] = ()
 
 
-def _bytes_of(path: Path, limit: int) -> bytes:
-    """Return the file's bytes; raise BrokenRun when it is missing, not a regular file or over limit."""
-    name = path.name
-    if not path.is_file():  # a directory, a FIFO or a device would block or mislead the reader
-        raise BrokenRun(f"{name} is missing" if not path.exists() else f"{name} is not a regular file")
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read(limit + 1)
-    except OSError as err:
-        raise BrokenRun(f"cannot read {name} ({err.strerror or err})") from None
-    if len(data) > limit:
-        raise BrokenRun(f"{name} is larger than {limit // 1024} KiB, far more than noderun writes")
-    return data
-
-
 def _text_of(path: Path, limit: int) -> str:
-    """Return the file as UTF-8 text (see _bytes_of); binary garbage raises BrokenRun."""
+    """Return a regular file of at most `limit` bytes as UTF-8 text (noderun.safeio); raise BrokenRun
+    naming it when it is missing, not a regular file, over the limit or binary."""
+    if not path.exists() and not path.is_symlink():
+        raise BrokenRun(f"{path.name} is missing")
     try:
-        return _bytes_of(path, limit).decode("utf-8")
-    except UnicodeDecodeError:
-        raise BrokenRun(f"{path.name} is not text (binary data?)") from None
-
-
-def _without_aliases(text: str, name: str) -> None:
-    """Raise BrokenRun for YAML with anchors and aliases: noderun never writes them, and a few nested
-    aliases expand to billions of nodes (the 'billion laughs')."""
-    try:
-        if any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text, Loader=yaml.SafeLoader)):
-            raise BrokenRun(f"{name} uses YAML aliases, which noderun never writes")
-    except yaml.YAMLError as err:
-        raise BrokenRun(f"{name} is not YAML ({' '.join(str(err).split())})") from None
+        return read_text(path, limit)
+    except UnsafeFile as err:
+        raise BrokenRun(str(err).replace(str(path), path.name)) from None
 
 
 def read_run_config(run_dir: Path) -> dict | None:
     """Return the run's resolved config (.hydra/config.yaml) as plain dicts and lists, without
-    resolving interpolations; None when the run has none (hydra.output_subdir=null)."""
+    resolving interpolations (noderun.safeio's loader: no aliases, at most 1 MiB); None when the run has
+    none (hydra.output_subdir=null)."""
     path = run_dir / CONFIG_FILE
     if not path.exists() and not path.is_symlink():
         return None
-    text = _text_of(path, MAX_YAML_BYTES)
-    _without_aliases(text, "config.yaml")
     try:
-        config = OmegaConf.to_container(OmegaConf.load(io.StringIO(text)), resolve=False)
-    except (OmegaConfBaseException, yaml.YAMLError, OSError, ValueError, TypeError) as err:  # OSError: a bare scalar
-        raise BrokenRun(f"config.yaml is not a config ({' '.join(str(err).split())})") from None
+        config = parse_yaml(_text_of(path, MAX_YAML_BYTES), "config.yaml")
+    except UnsafeFile as err:
+        raise BrokenRun(str(err)) from None
     if not isinstance(config, dict):
         raise BrokenRun(f"config.yaml holds a {type(config).__name__}, not a mapping")
     return config

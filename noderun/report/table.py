@@ -158,10 +158,15 @@ def display_rows(table: pd.DataFrame) -> list[dict[str, str]]:
 
 
 def markdown(rows: list[dict[str, str]]) -> str:
-    """Return display rows as a Markdown table."""
+    """Return display rows as a Markdown table, each cell one line of printable text with its `|` escaped
+    (a cell holds what a run's files hold)."""
     headers = list(rows[0])
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    return "\n".join(lines + ["| " + " | ".join(row[h] for h in headers) + " |" for row in rows])
+    lines = ["| " + " | ".join(map(_md_cell, headers)) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(_md_cell(row[h]) for h in headers) + " |" for row in rows])
+
+
+def _md_cell(text: object) -> str:
+    return printable(str(text)).replace("|", "\\|")
 
 
 def caption(run_set: RunSet) -> str | None:
@@ -219,4 +224,7 @@ def write_runs_csv(run_set: RunSet, out_dir: Path) -> None:
     frames = [_with_varying_config(f, run_set.varying if f is run_set.runs else varying_config_keys(f))
               for f in (run_set.runs, series) if len(f)]
     if frames:
-        pd.concat(frames, ignore_index=True).to_csv(out_dir / "runs.csv", index=False)
+        runs = pd.concat(frames, ignore_index=True)
+        # run_dir is a folder's name as the file system gives it: printable too, as every text cell is
+        runs["run_dir"] = runs["run_dir"].map(printable)
+        runs.to_csv(out_dir / "runs.csv", index=False)
