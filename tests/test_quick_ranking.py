@@ -13,10 +13,12 @@ kind with this test's settings at one torch thread, seeds 0 / 1 / 2, AVX512 then
   MLP      18.0 / 17.0 / 18.2 and the same under AVX2 (no convolution: the same rounding)
   ResNet   13.0 /  7.8 /  9.0;   8.4 / 10.2 /  8.6
   RK-Net   10.8 /  4.6 /  6.4;   8.6 /  9.2 /  9.8
-  ODE-Net   8.4 / ODENET_AVX512;   11.0 / ODENET_AVX2
-The closest a convolutional model came to the MLP over these 18 runs is 4.0 points (ResNet seed 0,
-AVX512, 13.0 against the MLP's lowest 17.0), twice the convolutional models' spread over seeds (sample
-std at most 2.0 points): a rounding change moves a model by about a seed's spread, not by the gap."""
+  ODE-Net   8.4 /  8.6 /  4.8;  11.0 /  6.6 /  5.2
+Over the six runs of each (seeds and capabilities together), the convolutional models' means are
+9.5 / 8.2 / 7.4 % with sample std 1.9 / 2.3 / 2.5 points, the MLP's 17.7 %: the gap to the worst mean
+(8.2 points) is 3.3 times the largest std, and the closest any convolutional run came to the MLP of
+its seed was 5.0 points (ResNet seed 0 under AVX512, 13.0 against 18.0). A rounding change moves a
+model by about a seed's spread, not by the gap."""
 
 from __future__ import annotations
 
