@@ -15,8 +15,8 @@ kind with this test's settings at one torch thread, seeds 0 / 1 / 2, AVX512 then
   RK-Net   10.8 /  4.6 /  6.4;   8.6 /  9.2 /  9.8
   ODE-Net   8.4 /  8.6 /  4.8;  11.0 /  6.6 /  5.2
 Over the six runs of each (seeds and capabilities together), the convolutional models' means are
-9.5 / 8.2 / 7.4 % with sample std 1.9 / 2.3 / 2.5 points, the MLP's 17.7 %: the gap to the worst mean
-(8.2 points) is 3.3 times the largest std, and the closest any convolutional run came to the MLP of
+9.5 / 8.2 / 7.4 % with sample std 1.9 / 2.3 / 2.4 points, the MLP's 17.7 %: the gap to the worst mean
+(8.2 points) is 3.4 times the largest std, and the closest any convolutional run came to the MLP of
 its seed was 5.0 points (ResNet seed 0 under AVX512, 13.0 against 18.0). A rounding change moves a
 model by about a seed's spread, not by the gap."""
 
