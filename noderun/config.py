@@ -479,6 +479,23 @@ def _check_finite(node: Any, prefix: str = "") -> None:
         raise UserError(f"{prefix[:-1]}={node} is invalid; use a whole number from {-_LARGEST_WHOLE} to {_LARGEST_WHOLE}")
 
 
+# A tag: a name to select runs by (noderun-report --tags), safe in a CSV cell, a file name and a shell.
+_TAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:+-]{0,63}")
+MAX_TAGS, MAX_NOTE = 32, 300
+
+
+def _check_labels(cfg: DictConfig) -> None:
+    """Raise UserError for tags that are not a list of names, or a note that is not one line of text."""
+    tags = cfg.get("tags")
+    valid = (f"a list of at most {MAX_TAGS} names of letters, digits and _ . : + - (e.g. tags=[paper,baseline])")
+    _require(isinstance(tags, (list, ListConfig)) and len(tags) <= MAX_TAGS, "tags", tags, valid)
+    for tag in tags:
+        _require(isinstance(tag, str) and bool(_TAG.fullmatch(tag)), "tags", tags, valid)
+    note = cfg.get("note")
+    _require(note is None or (isinstance(note, str) and len(note) <= MAX_NOTE and note.isprintable()), "note", note,
+             f"one line of at most {MAX_NOTE} printable characters, or null")
+
+
 def _check_flags(cfg: DictConfig) -> None:
     for key in _FLAGS:
         value = OmegaConf.select(cfg, key, default=True)
@@ -576,6 +593,7 @@ def _check_without_torch(cfg: DictConfig, here: bool) -> None:
     """The checks of check_config that need neither torch nor the models (fast to fail)."""
     _check_numbers(cfg)
     _check_flags(cfg)
+    _check_labels(cfg)
     if cfg.device not in ("auto", "cpu", "cuda") and not re.fullmatch(r"cuda:\d+", str(cfg.device)):
         raise UserError(f"device={_shown(cfg.device)} is invalid; choose one of: {', '.join(DEVICES)}")
     if here:

@@ -45,7 +45,7 @@ log = logging.getLogger("noderun")
 EXIT_OK, EXIT_FAILED, EXIT_USER_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 # Config keys that say where things are kept or how they are shown, not what is computed: left out of
 # the run key, so they may differ between a run and its resumption.
-NOT_IN_KEY = ("resume", "caption", "paths", "device", "threads", "trainer.progress", "trainer.measure_step",
+NOT_IN_KEY = ("resume", "caption", "tags", "note", "paths", "device", "threads", "trainer.progress", "trainer.measure_step",
               "dataset.root", "dataset.sources", "dataset.download_timeout_s")
 
 
@@ -171,6 +171,7 @@ def initial_summary(cfg: DictConfig, key: str | None, key_cfg: dict[str, Any] | 
     return {
         "task": str(cfg.task), "status": "running", "reason": None,
         "seed": cfg.seed, "dataset": OmegaConf.select(cfg, "dataset.name"),
+        "tags": [str(t) for t in cfg.get("tags") or []], "note": cfg.get("note"),
         "device": None, "torch_threads": torch.get_num_threads(),
         "torch_version": torch.__version__, "torchdiffeq_version": torchdiffeq.__version__,
         "python_version": platform.python_version(), **cpu_fields(),
@@ -207,6 +208,14 @@ def _capabilities(before: object, now: str) -> str:
     under other kernels than it began with is no longer one capability's numbers, and says so."""
     seen = str(before).split("+") if isinstance(before, str) and before else []
     return "+".join(seen if seen and seen[-1] == now else [*seen, now])
+
+
+def _labels_kept(before: dict, now: dict) -> dict[str, Any]:
+    """Return a resumed run's tags and note: the earlier sittings' tags with this command's added, and
+    this command's note, or the earlier one where this command gives none."""
+    earlier = [t for t in before.get("tags") or [] if isinstance(t, str)]
+    return {"tags": earlier + [t for t in now["tags"] if t not in earlier],
+            "note": now["note"] if now["note"] is not None else before.get("note")}
 
 
 def _now() -> str:
@@ -626,6 +635,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path, experiments: Mapping[str, Exp
                            epochs_done=len(state["rows"]) if state else 0, started=previous_summary.get("started"),
                            time_s=previous_summary.get("time_s"),
                            resumed=[*previous_summary.get("resumed", []), _now()],
+                           **_labels_kept(previous_summary, summary),
                            cpu_capability=_capabilities(previous_summary.get("cpu_capability"),
                                                         summary["cpu_capability"]))
             if "+" in summary["cpu_capability"]:

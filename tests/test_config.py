@@ -55,6 +55,10 @@ def run_cli(monkeypatch, tmp_path, capsys):
     (["-m", "model=mlp,rknet", "seed=0,x"], ["seed='x'", "whole number"]),
     # Hydra composes a sweep's base without its swept choices: the default dataset has no n_spirals
     (["-m", "model=rnn,latent_ode", "dataset.n_spirals=40"], ["unknown key dataset.n_spirals", "dataset=spirals"]),
+    (["tags=paper"], ["tags='paper'", "a list"]),
+    (["tags=[paper,'a b']"], ["tags=", "names of letters, digits"]),
+    (["tags=[1]"], ["tags=[1]", "names of letters, digits"]),
+    (["note='two\nlines'"], ["note=", "one line of at most 300 printable characters"]),
 ])
 def test_mistake_exits_2_with_one_line_naming_it(run_cli, args, words):
     code, lines = run_cli(*args)
@@ -89,6 +93,7 @@ def test_dataset_root_that_cannot_be_created_is_refused(run_cli, tmp_path):
     ["model=latent_ode", "model.adjoint=true", "solver=scipy_solver"],
     ["-m", "seed=range(3)", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
     ["resume=true"],
+    ["tags=[paper,v2.1]", "note='the baseline, again'"],
 ])
 def test_good_command_passes_the_pre_check(args):
     checked_overrides(args)

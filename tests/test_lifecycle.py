@@ -504,3 +504,15 @@ def test_a_run_records_its_cpu_capability_and_a_resume_under_another_says_both(s
     assert any("CPU capabilities OTHER+" in r.getMessage() for r in caplog.records)
     # A later sitting on the same kernels adds nothing.
     assert _capabilities(f"OTHER+{here}", here) == f"OTHER+{here}" and _capabilities(None, here) == here
+
+
+def test_tags_and_note_are_recorded_not_keyed_and_a_resume_adds_to_them(stopped_rnn, tmp_path):
+    summary = read_summary(stopped_rnn)
+    assert summary["tags"] == [] and summary["note"] is None
+    code, _ = _run([*TINY_RNN, "resume=true", "tags=[paper]", "note='second sitting'"], tmp_path / "out", "second")
+    assert code == EXIT_OK  # found by resume=true: tags and note are no part of the run key
+    resumed = read_summary(stopped_rnn)
+    assert resumed["run_key"] == summary["run_key"]
+    assert resumed["tags"] == ["paper"] and resumed["note"] == "second sitting"
+    code, run_dir = _run([*TINY_RNN, "tags=[v2,paper]"], tmp_path / "out", "third")
+    assert code == EXIT_OK and read_summary(run_dir)["tags"] == ["v2", "paper"]

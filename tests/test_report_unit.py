@@ -676,3 +676,24 @@ def test_a_presets_caption_heads_table1_on_one_printable_line_with_what_the_runs
     train_run(tmp_path, "3", "odenet", 2, 4.5)  # a run without the preset's caption: the table has none
     text, out = report_on(tmp_path)
     assert "protocol" not in text and (out / "table1.md").read_text().startswith("| model")
+
+
+def test_the_report_selects_runs_by_tags_and_lists_each_runs_tags(tmp_path):
+    for name, seed, tags in (("a", 0, ["paper"]), ("b", 1, ["paper", "v2"]), ("c", 2, [])):
+        run_dir = train_run(tmp_path, name, "odenet", seed, 1.0 + seed)
+        summary = json.loads((run_dir / "summary.json").read_text())
+        summary.update(tags=tags, note=f"run {name}")
+        (run_dir / "summary.json").write_text(json.dumps(summary))
+        config = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+        config.tags, config.note = tags, f"run {name}"  # labels differ between the runs: still one row
+        OmegaConf.save(config, run_dir / ".hydra" / "config.yaml")
+    assert set(collect_runs([tmp_path], ("paper",)).runs.run_dir) == {str(tmp_path / "a"), str(tmp_path / "b")}
+    assert list(collect_runs([tmp_path], ("paper", "v2")).runs.run_dir) == [str(tmp_path / "b")]
+    text, _ = build_report([tmp_path], tmp_path / "report", ("paper",))
+    assert "2 completed, 0 failed, 0 interrupted, 0 running, 0 unreadable tagged paper" in text
+    runs = pd.read_csv(tmp_path / "report" / "runs.csv", keep_default_na=False)
+    assert dict(zip(runs.run_dir, runs.tags)) == {str(tmp_path / "a"): "paper", str(tmp_path / "b"): "paper;v2"}
+    assert set(runs.note) == {"run a", "run b"}
+    assert pd.read_csv(tmp_path / "report" / "table1.csv").seeds.tolist() == [2]
+    with pytest.raises(LookupError, match="no runs tagged nothere"):
+        build_report([tmp_path], tmp_path / "elsewhere", ("nothere",))

@@ -57,13 +57,16 @@ def status_counts(run_set: RunSet) -> str:
     return ", ".join(counts + [f"{len(run_set.unreadable)} unreadable"])
 
 
-def build_report(paths: list[Path], out_dir: Path) -> tuple[str, RunSet]:
+def build_report(paths: list[Path], out_dir: Path, tags: tuple[str, ...] = ()) -> tuple[str, RunSet]:
     """Write runs.csv, table1.{csv,md,tex}, table2.{csv,md,tex} (where there are such runs), not_completed.txt and the figures to out_dir; return the text
     to print and the runs. Raises LookupError when the paths hold no runs at all, and UserError, changing
-    nothing, when out_dir holds files the report did not write (noderun.report.folder)."""
-    run_set = collect_runs(paths)
+    nothing, when out_dir holds files the report did not write (noderun.report.folder). With tags, only
+    the runs carrying all of them are reported."""
+    run_set = collect_runs(paths, tags)
     if run_set.runs.empty and not run_set.unreadable and not run_set.tasks:
-        raise LookupError(f"no runs found under {', '.join(map(str, paths))} (no summary.json below them)")
+        tagged = f" tagged {', '.join(tags)}" if tags else ""
+        raise LookupError(f"no runs{tagged} found under {', '.join(map(str, paths))}"
+                          + ("" if tags else " (no summary.json below them)"))
     problems = not_completed_lines(run_set)
     with report_folder(out_dir) as drawing:  # only the report's own earlier files are replaced
         (drawing / "not_completed.txt").write_text("".join(line + "\n" for line in problems))
@@ -73,7 +76,8 @@ def build_report(paths: list[Path], out_dir: Path) -> tuple[str, RunSet]:
         texts += [write_table2(second, drawing)] if not second.empty else []
         text = "\n\n".join(texts) or "(no completed runs: no table)"
         figures = write_figures(run_set, drawing)
-    lines = [f"{status_counts(run_set)}; report in {out_dir} ({len(figures)} figure files)", text]
+    selected = f" tagged {', '.join(tags)}" if tags else ""
+    lines = [f"{status_counts(run_set)}{selected}; report in {out_dir} ({len(figures)} figure files)", text]
     if problems:
         lines += ["not completed (left out of the means):", *problems]
     return "\n".join(lines), run_set
@@ -84,14 +88,16 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="noderun-report", description=__doc__)
     parser.add_argument("paths", nargs="+", type=Path, help="run directories, or folders above them (a sweep, outputs/)")
     parser.add_argument("--out", type=Path, default=None, help="where to write the report (default: FIRST_PATH/report)")
+    parser.add_argument("--tags", default="", help="only the runs carrying all of these tags (comma-separated: paper,v2)")
     args = parser.parse_args(argv)
+    tags = tuple(t for t in args.tags.split(",") if t)
     missing = [p for p in args.paths if not p.is_dir()]
     if missing:
         print(f"noderun-report: error: {missing[0]} is not a directory", file=sys.stderr)
         sys.exit(2)
     out_dir = args.out or args.paths[0] / "report"
     try:
-        text, _ = build_report(args.paths, out_dir)
+        text, _ = build_report(args.paths, out_dir, tags)
     except LookupError as err:
         print(f"noderun-report: error: {printable(str(err))}", file=sys.stderr)
         sys.exit(1)

@@ -18,7 +18,7 @@ from noderun.report.files import CONFIG_FILE, BrokenRun, CsvSpec, read_csv_table
 
 # Config keys that never distinguish one experiment from another (where things live, how they show).
 IGNORED_CONFIG_KEYS = ("seed", "resume", "device", "threads", "paths.", "dataset.root", "dataset.sources",
-                       "dataset.download_timeout_s", "trainer.progress", "experiment")
+                       "dataset.download_timeout_s", "trainer.progress", "experiment", "tags", "note")
 # A preset's `reference:` block: a seed document's own figures, read by the table, never a row key.
 REFERENCE_PREFIX = "config.reference."
 # A preset's one-line `caption:` (what its table is, such as a budget rather than the paper's
@@ -194,6 +194,12 @@ def _summary(run_dir: Path) -> dict:
         raise BrokenRun(str(err)) from None
 
 
+def run_tags(summary: dict) -> list[str]:
+    """Return the run's tags (summary.json's `tags`, made printable; none for runs from before tags)."""
+    tags = summary.get("tags")
+    return [printable(t) for t in tags if isinstance(t, str)] if isinstance(tags, list) else []
+
+
 def read_run(run_dir: Path) -> tuple[dict, pd.DataFrame | None]:
     """Return a run's record (its summary's single values; for a training or time-series run also its
     config as `config.` columns) and the table its figures draw from (None if none); raise BrokenRun."""
@@ -201,7 +207,7 @@ def read_run(run_dir: Path) -> tuple[dict, pd.DataFrame | None]:
     problem = summary_problem(summary)
     if problem:
         raise BrokenRun(problem)
-    record = {**_scalars(summary), "run_dir": str(run_dir)}
+    record = {**_scalars(summary), "tags": ";".join(run_tags(summary)), "run_dir": str(run_dir)}
     task, completed = summary.get("task", "train"), summary["status"] == "completed"
     if task == "train" or (task == "timeseries" and completed):  # their tables tell settings apart by config
         record.update(_config_columns(run_dir, summary["model"]))
@@ -210,8 +216,10 @@ def read_run(run_dir: Path) -> tuple[dict, pd.DataFrame | None]:
     return record, _task_table(run_dir, task) if completed else None
 
 
-def collect_runs(paths: list[Path]) -> RunSet:
-    """Read every run below the paths into a RunSet; a run that cannot be read is listed, not fatal."""
+def collect_runs(paths: list[Path], tags: tuple[str, ...] = ()) -> RunSet:
+    """Read every run below the paths into a RunSet; a run that cannot be read is listed, not fatal.
+    With tags, only the runs that carry all of them are kept (unreadable ones are still listed: their
+    tags cannot be known)."""
     run_dirs, unreadable = find_run_dirs(paths)
     rows, tasks, tables, curves = [], [], {}, {}
     for run_dir in run_dirs:
@@ -222,6 +230,8 @@ def collect_runs(paths: list[Path]) -> RunSet:
                 curves[str(run_dir)] = read_csv_table(run_dir, SEQUENCE_METRICS)
         except BrokenRun as err:
             unreadable.append((str(run_dir), str(err)))
+            continue
+        if not set(tags) <= set(record["tags"].split(";")):
             continue
         (rows if record.get("task", "train") == "train" else tasks).append(record)
         if table is not None:
