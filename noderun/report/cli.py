@@ -14,6 +14,7 @@ from noderun.report.collect import RunSet, collect_runs
 from noderun.errors import UserError
 from noderun.report.figures import write_figures
 from noderun.report.folder import report_folder
+from noderun.report.html import report_page
 from noderun.report.table import caption, table1, write_runs_csv, write_table1
 from noderun.report.table2 import table2, write_table2
 
@@ -58,7 +59,7 @@ def status_counts(run_set: RunSet) -> str:
 
 
 def build_report(paths: list[Path], out_dir: Path, tags: tuple[str, ...] = ()) -> tuple[str, RunSet]:
-    """Write runs.csv, table1.{csv,md,tex}, table2.{csv,md,tex} (where there are such runs), not_completed.txt and the figures to out_dir; return the text
+    """Write runs.csv, table1.{csv,md,tex}, table2.{csv,md,tex} (where there are such runs), not_completed.txt, the figures and report.html to out_dir; return the text
     to print and the runs. Raises LookupError when the paths hold no runs at all, and UserError, changing
     nothing, when out_dir holds files the report did not write (noderun.report.folder). With tags, only
     the runs carrying all of them are reported."""
@@ -76,8 +77,9 @@ def build_report(paths: list[Path], out_dir: Path, tags: tuple[str, ...] = ()) -
         texts += [write_table2(second, drawing)] if not second.empty else []
         text = "\n\n".join(texts) or "(no completed runs: no table)"
         figures = write_figures(run_set, drawing)
-    selected = f" tagged {', '.join(tags)}" if tags else ""
-    lines = [f"{status_counts(run_set)}{selected}; report in {out_dir} ({len(figures)} figure files)", text]
+        selected = f" tagged {', '.join(tags)}" if tags else ""
+        lines = [f"{status_counts(run_set)}{selected}; report in {out_dir} ({len(figures)} figure files)", text]
+        (drawing / "report.html").write_text(report_page("\n".join(lines), figures, problems), encoding="utf-8")
     if problems:
         lines += ["not completed (left out of the means):", *problems]
     return "\n".join(lines), run_set
