@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import os
+import tempfile
 from typing import Callable
 
 import torch
@@ -48,7 +50,21 @@ def _field(dynamics: FieldDynamics, t: torch.Tensor, h: torch.Tensor) -> torch.T
 def _compiled_field(backend: str) -> Callable[[FieldDynamics, torch.Tensor, torch.Tensor], torch.Tensor]:
     """Return `_field` compiled with the backend, made once for every dynamics: the module is an argument
     of the compiled function, not captured by it, so a copy of a model (copy.deepcopy) runs its own weights."""
+    if backend == "inductor":
+        _inductor_cache_per_capability()
     return torch.compile(_field, backend=backend)
+
+
+def _inductor_cache_per_capability() -> None:
+    """Point torch.compile's on-disk kernel cache at a folder of this CPU capability's own (under the
+    user's TORCHINDUCTOR_CACHE_DIR, or the system's temporary folder). Why: torch 2.14's inductor cache
+    does not tell ATen's CPU capabilities apart, and a kernel compiled under AVX512 and reused under
+    ATEN_CPU_CAPABILITY=avx2 returned NaN and garbage without an error (measured 2026-12-06 on an AMD
+    EPYC: tests/test_compile.py failed with the shared cache and passed with a fresh one)."""
+    capability = f"noderun-{torch.backends.cpu.get_cpu_capability().lower()}"
+    base = os.environ.get("TORCHINDUCTOR_CACHE_DIR") or os.path.join(tempfile.gettempdir(), "torchinductor")
+    if os.path.basename(os.path.normpath(base)) != capability:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(base, capability)
 
 
 def compile_dynamics(model: nn.Module, backend: str | None = "inductor") -> int:
