@@ -20,15 +20,15 @@ OBJECTIVES = {
     "extrapolate": "the loss on each training spiral's observed window points and its noisy points at the "
                    "times after the window (the stretch that is scored; none past the grid's end)",
 }
-# How test_rmse pools its errors (test_rmse_spiral_mean is the mean of the spirals' own RMSEs).
-RMSE_CONVENTION = "RMSE pooled over every predicted point of every test spiral"
+# How test_rmse pools its errors: every coordinate of every predicted time of every test spiral in one
+# mean (test_rmse_spiral_mean is the other convention: the mean of the spirals' own RMSEs).
+RMSE_CONVENTION = "RMSE pooled over all test points"
 
 
 def training_note(objectives: list[str]) -> str:
-    """Return the line every Table 2 figure and table carries: the training objective(s) and the RMSE
-    convention."""
+    """Return the two lines every Table 2 figure carries: the training objective(s), the RMSE convention."""
     named = ", ".join(f"objective {o}" for o in objectives) if objectives else "objective not recorded"
-    return f"trained with {named}; {RMSE_CONVENTION}"
+    return f"trained with {named}\n{RMSE_CONVENTION}"
 
 
 def recurrent_cell(kind: str, inputs: int, hidden: int) -> nn.Module:

@@ -72,7 +72,7 @@ def one_spiral_figure(tables: dict[str, pd.DataFrame], n_obs: int, rmses: dict[s
         ax.set_title(f"{model_label(model)}\nRMSE beyond window (all test spirals) "
                      + (f"{rmse:.3f}" if rmse is not None else "-"), fontsize=9)
     axes[0, 0].legend(fontsize=7, loc="best")
-    fig.suptitle(f"One test spiral, {n_obs} observed points of the window" + (f"\n{note}" if note else ""), fontsize=10)
+    fig.suptitle(f"One test spiral, {n_obs} observed points of the window" + (f"\n{note}" if note else ""), fontsize=9)
     return save_figure(fig, out_dir, name)
 
 

@@ -176,7 +176,8 @@ def table2_note(table: pd.DataFrame) -> str:
     objectives = sorted(set(trained["objective"].dropna()))
     trained_with = "; ".join(f"objective {o}: {OBJECTIVES.get(o, 'unknown to this version')}" for o in objectives)
     return ("Test RMSE against the noiseless spirals at the 100 times after the observation window, "
-            f"{RMSE_CONVENTION} (table2.csv's rmse_spiral_mean: the mean of the spirals' own RMSEs) "
+            f"{RMSE_CONVENTION} (both coordinates, all 100 times, all test spirals in one mean; table2.csv's "
+            "rmse_spiral_mean: the mean of the spirals' own RMSEs) "
             f"({'; or '.join(SELECTION_NOTES[s] for s in selections)}; mean ± sample std over seeds), the "
             f"paper's Table 2 beside each. Trained with {trained_with}. Under the models, predictors that need "
             f"no training, on the same test spirals: {REFERENCE_NOTE}.")
