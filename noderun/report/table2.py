@@ -161,8 +161,7 @@ def write_table2(table: pd.DataFrame, out_dir: Path) -> str:
     rows = display_rows(table)
     note = table2_note(table)
     verdicts = persistence_verdicts(table)
-    text = note + "\n\n" + markdown(rows) + "".join(f"\n\n{line}" if i == 0 else f"\n{line}"
-                                                    for i, line in enumerate(verdicts))
+    text = note + "\n\n" + markdown(rows) + ("\n\n" + "\n".join(verdicts) if verdicts else "")
     (out_dir / "table2.md").write_text(text + "\n")
     (out_dir / "table2.tex").write_text("".join(f"% {line}\n" for line in [note, *verdicts]) + latex(rows))
     return text
