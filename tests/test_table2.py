@@ -182,14 +182,22 @@ def test_table2_quick_reports_the_three_models_beside_the_paper(tmp_path):
     assert result.returncode == 0, result.stderr
     sweep = next((tmp_path / "outputs" / "multirun").iterdir())
     table = pd.read_csv(sweep / "report" / "table2.csv")
-    assert sorted(zip(table.model, table.n_obs)) == sorted((m, n) for m in ("latent_ode", "rnn", "rnn_gap")
+    assert sorted(zip(table.model, table.n_obs)) == sorted((m, n) for m in ("latent_ode", "rnn", "rnn_gap",
+                                                                            "persistence", "constant_velocity")
                                                            for n in (30, 50, 100))
     assert (table.seeds == 1).all() and table.rmse_mean.gt(0).all()
+    # The preset's objective, on every trained row; the reference rows under the models, each
+    # model's verdict against persistence.
+    trained = table[table.model.isin(["latent_ode", "rnn", "rnn_gap"])]
+    assert set(trained.objective) == {"extrapolate"} and trained.below_persistence.notna().all()
+    assert list(table.model[-6:]) == ["persistence"] * 3 + ["constant_velocity"] * 3
     runs = pd.read_csv(sweep / "report" / "runs.csv")  # every run's own numbers
     assert len(runs) == 9 and set(runs.model) == {"rnn", "rnn_gap", "latent_ode"} and runs.test_rmse.gt(0).all()
     assert table.set_index(["model", "n_obs"]).loc[("latent_ode", 30), "paper_rmse"] == 0.1642
     text = (sweep / "report" / "table2.md").read_text()
     assert "0.3937" in text and "0.1346" in text and "Latent ODE" in text and "RNN (time gap)" in text
+    assert "objective extrapolate" in text and "Persistence (no training)" in text and "RMSE pooled" in text
+    assert "objective extrapolate" in (sweep / "report" / "table2.tex").read_text()
     assert "Latent ODE" in result.stdout  # the sweep ends by printing the table
     for name in ("spirals_nobs30", "spirals_nobs50", "spirals_nobs100", "figure8", "table2_convergence"):
         assert (sweep / "report" / f"{name}.png").stat().st_size > 20_000
@@ -204,6 +212,7 @@ def test_table2_quick_reports_the_three_models_beside_the_paper(tmp_path):
         best = metrics.loc[metrics.val_rmse.idxmin()]
         assert summary["best_epoch"] == best.epoch and summary["test_rmse"] == pytest.approx(best.test_rmse)
         assert summary["final_test_rmse"] == pytest.approx(metrics.test_rmse.iloc[-1])
+        assert summary["objective"] == "extrapolate" and summary["persistence_rmse"] > 0
         if summary["model"] == "latent_ode":
             assert summary["nfe_forward"] > 0 and summary["solver_path"] == "device"  # dopri5's default path
             assert (summary["test_rmse_unobserved"] is None) == (summary["n_obs"] == 100)
@@ -225,6 +234,7 @@ def test_table2_quick_reports_the_three_models_beside_the_paper(tmp_path):
     (["model=latent_ode", "dataset=mnist"], ("dataset=mnist", "dataset=spirals")),
     (["model=odenet", "dataset=spirals"], ("dataset=spirals", "dataset=mnist")),
     (["model=rnn", "dataset.n_obs=101"], ("dataset.n_obs=101", "100")),
+    (["model=rnn_gap", "trainer.objective=future"], ("trainer.objective='future'", "window, extrapolate")),
 ])
 def test_sequence_models_and_spirals_refuse_each_others_partners_in_one_line(noderun_main, overrides, named):
     line = single_error_line(noderun_main(overrides))

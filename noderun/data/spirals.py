@@ -68,11 +68,6 @@ class Spirals:
         return Spirals(self.times.to(device), self.n_points, self.train.to(device), self.test.to(device),
                        None if self.val is None else self.val.to(device))
 
-    @property
-    def window(self) -> torch.Tensor:
-        """Return the observation window's times (the first n_points)."""
-        return self.times[: self.n_points]
-
 
 def _check_common(d: DictConfig) -> None:
     """Raise UserError naming the first dataset.* value shared by both families that cannot make spirals."""

@@ -31,7 +31,8 @@ from noderun.experiments.common import selected_row
 from noderun.lifecycle import RunRecorder
 from noderun.measure import NFECounter, peak_memory_mb, reset_peak_memory, wait_for
 from noderun.models import MODELS, build_model, count_parameters
-from noderun.models.sequence import gather_times
+from noderun.models.reference import REFERENCES
+from noderun.models.sequence import OBJECTIVES, gather_times, training_note
 from noderun.records import PREDICTIONS_FILE
 from noderun.config import solver_spec
 from noderun.train import TrainingFailure
@@ -49,18 +50,25 @@ def batches(split: SpiralSplit, batch_size: int, generator: torch.Generator) -> 
         yield split.subset(index)
 
 
+def training_targets(batch: SpiralSplit, n_points: int, objective: str) -> torch.Tensor | None:
+    """Return the noisy points after the window that the objective supervises (B×n_points×2, NaN past
+    the grid's end), or None for the window objective."""
+    return batch.noisy[:, n_points:] if objective == "extrapolate" else None
+
+
 def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: Spirals, batch_size: int,
-                    passes: int, seed: int, epoch: int, counter: NFECounter) -> dict[str, float]:
+                    passes: int, seed: int, epoch: int, counter: NFECounter, objective: str) -> dict[str, float]:
     """Run one epoch of `passes` passes over the training spirals (each shuffled by its own seeded
-    generator, so a resumed run draws the same batches); return the mean loss and NFE per iteration.
-    Raises TrainingFailure on a loss that is not finite."""
+    generator, so a resumed run draws the same batches), each loss the objective's; return the mean
+    loss and NFE per iteration. Raises TrainingFailure on a loss that is not finite."""
     losses, nfe_f, nfe_b = [], [], []
     every = (batch for p in range(passes) for batch in
              batches(data.train, batch_size, epoch_generator(seed, (epoch - 1) * passes + p + 1)))
     for batch in every:
         x, t = observations(batch, data.times)
         counter.take()
-        loss = model.loss(x, t, batch.observed, data.window)
+        loss = model.loss(x, t, batch.observed, data.times, data.n_points,
+                          training_targets(batch, data.n_points, objective))
         nfe_f.append(counter.take())
         if not torch.isfinite(loss):
             raise TrainingFailure(f"loss became {float(loss)}; try a smaller trainer.lr")
@@ -98,14 +106,22 @@ def rmse(predicted: torch.Tensor, truth: torch.Tensor, mask: torch.Tensor) -> fl
     return float(((predicted - truth)[mask] ** 2).mean().sqrt())
 
 
+def spiral_mean_rmse(ahead: torch.Tensor, truth: torch.Tensor) -> float:
+    """Return the mean over trajectories of each one's RMSE over its predicted times (N×F×2 each): the
+    other convention, beside Table 2's RMSE pooled over every point of every trajectory."""
+    return float(((ahead - truth) ** 2).mean((1, 2)).sqrt().mean())
+
+
 def prediction_errors(predicted: torch.Tensor, split: SpiralSplit, n_points: int) -> dict[str, float | None]:
-    """Return test RMSE against the noiseless spirals: beyond the window (the Table 2 number), at the
-    observed points, and at the window's unobserved times."""
+    """Return test RMSE against the noiseless spirals: beyond the window (the Table 2 number, pooled over
+    every point; and the mean of the spirals' own RMSEs), at the observed points, and at the window's
+    unobserved times."""
     n, total = predicted.shape[:2]
     observed = torch.zeros(n, total, dtype=torch.bool, device=predicted.device)
     observed.scatter_(1, split.observed, True)
     window = torch.arange(total, device=predicted.device) < n_points
     return {"test_rmse": rmse(predicted, split.clean, ~window.expand(n, -1)),
+            "test_rmse_spiral_mean": spiral_mean_rmse(predicted[:, n_points:], split.clean[:, n_points:]),
             "test_rmse_observed": rmse(predicted, split.clean, observed),
             "test_rmse_unobserved": rmse(predicted, split.clean, window & ~observed)}
 
@@ -120,13 +136,27 @@ def validation_rmse(model: nn.Module, data: Spirals, batch_size: int) -> float |
     return rmse(predicted, data.val.noisy, ~window.expand(len(data.val), -1))
 
 
+def reference_errors(data: Spirals) -> dict[str, float]:
+    """Return each reference predictor's (noderun.models.reference) test RMSE beyond the window on the
+    test spirals, pooled (NAME_rmse) and as the mean of the spirals' own (NAME_rmse_spiral_mean)."""
+    x, t = observations(data.test, data.times)
+    truth = data.test.clean[:, data.n_points:]
+    errors = {}
+    for name, predictor in REFERENCES.items():
+        ahead = predictor(x, t, data.times[data.n_points:])
+        errors[f"{name}_rmse"] = float(((ahead - truth) ** 2).mean().sqrt())
+        errors[f"{name}_rmse_spiral_mean"] = spiral_mean_rmse(ahead, truth)
+    return errors
+
+
 def summary_fields(rows: list[dict], best: dict) -> dict:
     """Return the summary's results after the epochs in rows: the test errors at the selected epoch
     (`best`), the last epoch's test RMSE, NFE and loss, time and memory over all epochs."""
     last = rows[-1]
     return {"best_epoch": best["epoch"], "selected_by": "val_rmse" if best.get("val_rmse") is not None else "last_epoch",
             "val_rmse": best.get("val_rmse"),
-            **{key: best[key] for key in ("test_rmse", "test_rmse_observed", "test_rmse_unobserved")},
+            **{key: best.get(key) for key in ("test_rmse", "test_rmse_spiral_mean", "test_rmse_observed",
+                                               "test_rmse_unobserved")},
             "final_test_rmse": last["test_rmse"],
             **{key: last[key] for key in ("nfe_forward", "nfe_backward", "nfe_forward_eval", "train_loss")},
             "train_time_s": round(sum(r["epoch_time_s"] for r in rows), 2),
@@ -165,6 +195,9 @@ def run(cfg: DictConfig, rec: RunRecorder) -> None:
     if not 0 < float(t.lr_final) <= 1:
         raise UserError(f"trainer.lr_final={t.lr_final} is invalid; use a fraction of trainer.lr in (0, 1] "
                         f"(1: no decay)")
+    objective = str(t.get("objective", "window"))
+    if objective not in OBJECTIVES:
+        raise UserError(f"trainer.objective={objective!r} is invalid; choose one of: {', '.join(OBJECTIVES)}")
     data = make_spirals(cfg.dataset, seed).to(device)
     torch.manual_seed(seed)
     solver = solver_spec(cfg)
@@ -175,7 +208,8 @@ def run(cfg: DictConfig, rec: RunRecorder) -> None:
     ode = entry.is_ode
     rec.update(model=cfg.model.name, n_obs=int(cfg.dataset.n_obs), n_points=data.n_points,
                train_size=len(data.train), val_size=len(data.val) if data.val is not None else 0,
-               test_size=len(data.test), params=count_parameters(model),
+               test_size=len(data.test), params=count_parameters(model), objective=objective,
+               rmse_convention="pooled", **reference_errors(data),
                solver=cfg.solver.method if ode else None, rtol=cfg.solver.rtol if ode else None,
                atol=cfg.solver.atol if ode else None, adjoint=bool(cfg.model.adjoint) if ode else None,
                solver_path=solver.path if ode else None,
@@ -187,7 +221,8 @@ def run(cfg: DictConfig, rec: RunRecorder) -> None:
             group["lr"] = epoch_lr(float(t.lr), float(t.lr_final), epoch, int(t.epochs))
         reset_peak_memory(device)
         start = time.perf_counter()
-        stats = train_one_epoch(model, optimizer, data, int(t.batch_size), passes, seed, epoch, counter)
+        stats = train_one_epoch(model, optimizer, data, int(t.batch_size), passes, seed, epoch, counter,
+                                objective)
         wait_for(device)
         elapsed = time.perf_counter() - start
         counter.take()
@@ -217,4 +252,5 @@ def run(cfg: DictConfig, rec: RunRecorder) -> None:
     table = prediction_table(predicted.cpu(), data.test.to(torch.device("cpu")), data, int(cfg.model.plot_spirals))
     rec.write_file(PREDICTIONS_FILE, table)
     rec.add_files(*(p.name for p in spiral_figure({cfg.model.name: table}, int(cfg.dataset.n_obs),
-                                                  {cfg.model.name: rec.summary["test_rmse"]}, rec.run_dir)))
+                                                  {cfg.model.name: rec.summary["test_rmse"]}, rec.run_dir,
+                                                  note=training_note([objective]))))

@@ -1,6 +1,7 @@
 """Table 2's latent ODE (Chen et al. 2018, 5.1): a recognition RNN run backwards over the observations
 gives q(z₀) = N(μ, σ²) for a latent state z₀ at t = 0; an ODE carries z to every time; a decoder maps
-z(t) to the observation's mean. Trained by the ELBO with a Gaussian likelihood of fixed std."""
+z(t) to the observation's mean. Trained by the ELBO with a Gaussian likelihood of fixed std, on the
+observed points of the window or (the extrapolate objective) on those and the points after the window."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from torch import nn
 
 from noderun.errors import UserError
 from noderun.models.ode_block import CountedDynamics
-from noderun.models.sequence import gather_times, gaussian_log_likelihood, recurrent_cell
+from noderun.models.sequence import gather_times, gaussian_log_likelihood, masked_log_likelihood, recurrent_cell
 from noderun.solvers import SolverSpec, integrate
 
 
@@ -55,15 +56,24 @@ class LatentODE(nn.Module):
         z = integrate(self.dynamics, z0, times, self.solver, adjoint=self.adjoint)
         return self.decoder(z.transpose(0, 1))
 
-    def loss(self, x: torch.Tensor, t: torch.Tensor, observed: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
-        """Return the negative ELBO per trajectory, averaged over the batch: observed points x at
-        indices `observed` of the window times."""
+    def loss(self, x: torch.Tensor, t: torch.Tensor, observed: torch.Tensor, times: torch.Tensor, n_window: int,
+             future: torch.Tensor | None = None) -> torch.Tensor:
+        """Return the negative ELBO per trajectory, averaged over the batch: observed points x at indices
+        `observed` of the window (the first n_window of `times`). With `future` (the noisy points at
+        times[n_window:], B×F×2, NaN where there is none) the likelihood also takes those points, decoded
+        from the same z₀ (the extrapolate objective); without it, the window's points only."""
         mean, log_var = self.posterior(x, t)
         z0 = mean + (0.5 * log_var).exp() * torch.randn_like(mean)
-        predicted = gather_times(self.decode_path(z0, window), observed)
-        log_likelihood = gaussian_log_likelihood(x, predicted, torch.full_like(predicted, self.obs_log_var))
+        path = self.decode_path(z0, times if future is not None else times[:n_window])
+        predicted = gather_times(path, observed)
+        noise = torch.full_like(predicted, self.obs_log_var)
+        log_likelihood = gaussian_log_likelihood(x, predicted, noise).sum((1, 2))
+        if future is not None:
+            ahead = path[:, n_window:]
+            log_likelihood = log_likelihood + masked_log_likelihood(
+                future, ahead, torch.full_like(ahead, self.obs_log_var)).sum((1, 2))
         kl = 0.5 * (mean**2 + log_var.exp() - 1 - log_var).sum(1)  # KL(q(z₀) || N(0, I))
-        return (kl - log_likelihood.sum((1, 2))).mean()
+        return (kl - log_likelihood).mean()
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor, t: torch.Tensor, observed: torch.Tensor, times: torch.Tensor,

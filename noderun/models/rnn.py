@@ -11,7 +11,7 @@ from typing import Any, Iterator, Mapping
 import torch
 from torch import nn
 
-from noderun.models.sequence import gaussian_log_likelihood, recurrent_cell
+from noderun.models.sequence import gaussian_log_likelihood, masked_log_likelihood, recurrent_cell
 
 
 class SequenceRNN(nn.Module):
@@ -32,12 +32,22 @@ class SequenceRNN(nn.Module):
         mean, log_var = self.head(h).chunk(2, dim=1)
         return mean, log_var, h
 
-    def loss(self, x: torch.Tensor, t: torch.Tensor, observed: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
+    def loss(self, x: torch.Tensor, t: torch.Tensor, observed: torch.Tensor, times: torch.Tensor, n_window: int,
+             future: torch.Tensor | None = None) -> torch.Tensor:
         """Return the negative log-likelihood of observations 2..n given those before, summed over a
-        trajectory and averaged over the batch (the same normalisation as the latent ODE's ELBO)."""
+        trajectory and averaged over the batch (the same normalisation as the latent ODE's ELBO). With
+        `future` (the noisy points at times[n_window:], B×F×2, NaN where there is none: the extrapolate
+        objective) also that of each of those points, read on from the last observation one time at a
+        time as the model rolls out when it predicts (one step per time; the time-gap RNN told the
+        gap), each step fed the point before it (teacher forcing; where there is none, past the grid's
+        end, its own prediction)."""
         total = x.new_zeros(x.shape[0])
-        for i, mean, log_var, _ in self._read(x, t):
+        h = x.new_zeros(x.shape[0], self.cell.hidden_size)
+        for i, mean, log_var, h in self._read(x, t):
             total = total - gaussian_log_likelihood(x[:, i], mean, log_var).sum(1)
+        if future is not None:
+            for k, mean, log_var in self._steps_ahead(x[:, -1], t[:, -1], h, times[n_window:], future):
+                total = total - masked_log_likelihood(future[:, k], mean, log_var).sum(1)
         return total.mean()
 
     def _read(self, x: torch.Tensor, t: torch.Tensor) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]]:
@@ -62,14 +72,24 @@ class SequenceRNN(nn.Module):
             out[rows, observed[:, i]] = mean
         return self._roll_out(x[:, -1], t[:, -1], h, times, out, n_window)
 
+    def _steps_ahead(self, last: torch.Tensor, last_time: torch.Tensor, h: torch.Tensor, ahead: torch.Tensor,
+                     fed: torch.Tensor | None = None) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+        """Step on after the last observation (`last` at `last_time`, hidden state h) to each of the
+        times `ahead` (F), one step per time; yield (k, mean, log-variance) of the prediction at
+        ahead[k]. Each step reads the point at the time before: `fed[:, k]` (B×F×2) where given and not
+        NaN, else the model's own prediction (a roll-out)."""
+        previous_time = last_time
+        for k in range(len(ahead)):
+            mean, log_var, h = self.step(last, ahead[k] - previous_time, h)
+            yield k, mean, log_var
+            last = mean if fed is None else torch.where(fed[:, k].isfinite(), fed[:, k], mean.detach())
+            previous_time = ahead[k].expand_as(last_time)
+
     def _roll_out(self, last: torch.Tensor, last_time: torch.Tensor, h: torch.Tensor, times: torch.Tensor,
                   out: torch.Tensor, first: int) -> torch.Tensor:
         """Fill out[:, k] for every k from `first` on by feeding back each prediction."""
-        previous_time = last_time
-        for k in range(first, len(times)):
-            last, _, h = self.step(last, times[k] - previous_time, h)
-            out[:, k] = last
-            previous_time = times[k].expand_as(last_time)
+        for k, mean, _ in self._steps_ahead(last, last_time, h, times[first:]):
+            out[:, first + k] = mean
         return out
 
 

@@ -32,9 +32,10 @@ def _draw_trajectory(ax, points: pd.DataFrame, model: str, colour) -> None:
 
 
 def spiral_figure(tables: dict[str, pd.DataFrame], n_obs: int, rmses: dict[str, float | None], out_dir: Path,
-                  name: str = "spirals") -> list[Path]:
-    """Draw one row per model (tables: its spiral_predictions.csv) and one column per test trajectory;
-    write out_dir/name.png and .pdf and return their paths."""
+                  name: str = "spirals", note: str = "") -> list[Path]:
+    """Draw one row per model (tables: its spiral_predictions.csv) and one column per test trajectory,
+    `note` (how the models were trained and scored) under the title; write out_dir/name.png and .pdf and
+    return their paths."""
     models = list(tables)
     count = max(int(t.trajectory.max()) + 1 for t in tables.values())
     fig, axes = plt.subplots(len(models), count, figsize=(3.2 * count, 3.3 * len(models)), squeeze=False)
@@ -51,15 +52,17 @@ def spiral_figure(tables: dict[str, pd.DataFrame], n_obs: int, rmses: dict[str, 
                 ax.set_ylabel(f"{model_label(model)}\nRMSE beyond window "
                               + (f"{rmse:.4f}" if rmse is not None else "-"))
     axes[0, 0].legend(fontsize=7, loc="best")
-    fig.suptitle(f"Test spirals, {n_obs} observed points each: reconstruction (window) and extrapolation (after it)")
+    fig.suptitle(f"Test spirals, {n_obs} observed points each: reconstruction (window) and extrapolation (after it)"
+                 + (f"\n{note}" if note else ""))
     return save_figure(fig, out_dir, name)
 
 
 def one_spiral_figure(tables: dict[str, pd.DataFrame], n_obs: int, rmses: dict[str, float | None], out_dir: Path,
-                      name: str = "figure8", trajectory: int = 0) -> list[Path]:
+                      name: str = "figure8", trajectory: int = 0, note: str = "") -> list[Path]:
     """The paper's Figure 8 layout: one test spiral (the same for every model: tables hold each model's
     spiral_predictions.csv of the same seed), one panel per model side by side, each with the
-    observations, the truth, its reconstruction and its extrapolation; write out_dir/name.png/.pdf."""
+    observations, the truth, its reconstruction and its extrapolation, `note` under the title; write
+    out_dir/name.png/.pdf."""
     models = [m for m in tables if not tables[m][tables[m].trajectory == trajectory].empty]
     fig, axes = plt.subplots(1, len(models), figsize=(3.6 * len(models), 3.8), squeeze=False)
     for column, model in enumerate(models):
@@ -69,15 +72,15 @@ def one_spiral_figure(tables: dict[str, pd.DataFrame], n_obs: int, rmses: dict[s
         ax.set_title(f"{model_label(model)}\nRMSE beyond window (all test spirals) "
                      + (f"{rmse:.3f}" if rmse is not None else "-"), fontsize=9)
     axes[0, 0].legend(fontsize=7, loc="best")
-    fig.suptitle(f"One test spiral, {n_obs} observed points of the window", fontsize=10)
+    fig.suptitle(f"One test spiral, {n_obs} observed points of the window" + (f"\n{note}" if note else ""), fontsize=9)
     return save_figure(fig, out_dir, name)
 
 
 def rmse_curve_figure(curves: list[tuple[str, int, pd.DataFrame, Any]], out_dir: Path,
-                      name: str = "table2_convergence") -> list[Path]:
+                      name: str = "table2_convergence", note: str = "") -> list[Path]:
     """Test RMSE beyond the window against epoch: one panel per observed-point count, one line per run
     (model colour; curves holds (model, n_obs, metrics.csv, reported epoch or None) per run), a dot at
-    the epoch the run reports; write out_dir/name.png/.pdf."""
+    the epoch the run reports, `note` as the title; write out_dir/name.png/.pdf."""
     counts = sorted({curve[1] for curve in curves})
     fig, axes = plt.subplots(1, len(counts), figsize=(4.2 * len(counts), 3.6), squeeze=False, sharey=True)
     for column, n_obs in enumerate(counts):
@@ -97,4 +100,6 @@ def rmse_curve_figure(curves: list[tuple[str, int, pd.DataFrame, Any]], out_dir:
         ax.grid(True, which="both", alpha=0.3)
     axes[0, 0].set_ylabel("test RMSE beyond the window")
     axes[0, 0].legend(fontsize=8, title="dot: epoch reported", title_fontsize=7)
+    if note:
+        fig.suptitle(note, fontsize=9)
     return save_figure(fig, out_dir, name)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from noderun.models.sequence import training_note
 from noderun.plotting.registry import model_label, model_rank
 from noderun.plotting.spirals import one_spiral_figure, rmse_curve_figure, spiral_figure
 from noderun.plotting.tasks import figure3_abc
@@ -45,6 +46,9 @@ def table2_figures(run_set: RunSet, out_dir: Path) -> list[Path]:
     paths: list[Path] = []
     if runs.empty:
         return paths
+    # Runs from before trainer.objective trained on the window.
+    objectives = runs["objective"].fillna("window") if "objective" in runs else pd.Series("window", index=runs.index)
+    note = training_note(sorted(set(objectives)))
     for n_obs, group in runs.groupby("n_obs"):
         lowest_first = group.sort_values("seed", na_position="last", kind="stable") if "seed" in group else group
         chosen = lowest_first.drop_duplicates("model").sort_values("model", key=lambda models: models.map(model_rank))
@@ -55,14 +59,14 @@ def table2_figures(run_set: RunSet, out_dir: Path) -> list[Path]:
                 tables[run["model"]] = _spirals_shown(table)
                 rmses[run["model"]] = run["test_rmse"]
         if tables:
-            paths += spiral_figure(tables, int(n_obs), rmses, out_dir, name=f"spirals_nobs{int(n_obs)}")
+            paths += spiral_figure(tables, int(n_obs), rmses, out_dir, name=f"spirals_nobs{int(n_obs)}", note=note)
             # groupby sorts the counts: the first one drawn is the fewest, the paper's Figure 8 case. The
             # lowest seed is drawn for every model only when they share it, and so the same test spiral.
             if not any(p.stem == "figure8" for p in paths) and ("seed" not in chosen or chosen["seed"].nunique() == 1):
-                paths += one_spiral_figure(tables, int(n_obs), rmses, out_dir)
+                paths += one_spiral_figure(tables, int(n_obs), rmses, out_dir, note=note)
     curves = [(run["model"], int(run["n_obs"]), run_set.curves[run["run_dir"]], run.get("best_epoch"))
               for _, run in runs.sort_values("model", key=lambda m: m.map(model_rank), kind="stable").iterrows()
               if run["run_dir"] in run_set.curves]
     if curves:
-        paths += rmse_curve_figure(curves, out_dir)
+        paths += rmse_curve_figure(curves, out_dir, note=note)
     return paths
