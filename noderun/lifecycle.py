@@ -193,12 +193,11 @@ def cpu_fields() -> dict[str, str | None]:
 def _cpu_model() -> str | None:
     """Return the CPU's model name from /proc/cpuinfo (Linux), else platform's; None when neither says."""
     try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as cpuinfo:
-            for line in cpuinfo.read(1 << 20).splitlines():
-                name, _, value = line.partition(":")
-                if name.strip() == "model name" and value.strip():
-                    return value.strip()
-    except OSError:
+        for line in read_text("/proc/cpuinfo").splitlines():
+            name, _, value = line.partition(":")
+            if name.strip() == "model name" and value.strip():
+                return value.strip()
+    except UnsafeFile:  # no /proc (not Linux), or a cpuinfo past the size limit
         pass
     return platform.processor() or None
 
