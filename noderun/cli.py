@@ -28,7 +28,7 @@ MIN_FREE_BYTES = 256 << 10
 # Where noderun writes a run's resolved config, Hydra's config and the overrides (Hydra's own place).
 CONFIG_SUBDIR = ".hydra"  # noderun.records.CONFIG_DIR, named here without importing torch
 # Hydra would write .hydra/ and open noderun.log in a job's directory before noderun could see whether
-# that directory already holds a run; noderun writes both itself instead (noderun.lifecycle).
+# that directory already holds a run; noderun writes both itself instead (noderun.run.lifecycle).
 _HYDRA_WRITES_NOTHING = ("hydra.output_subdir=null", "~hydra.job_logging.handlers.file",
                          "hydra.job_logging.root.handlers=[console]")
 
@@ -96,7 +96,7 @@ def _config_files(cfg: DictConfig, hydra_cfg: DictConfig) -> dict[str, str]:
 def _app(cfg: DictConfig) -> int:
     # torch is imported only once a run really starts
     from noderun.experiments import EXPERIMENTS
-    from noderun.lifecycle import EXIT_INTERRUPTED, EXIT_OK, run_experiment
+    from noderun.run.lifecycle import EXIT_INTERRUPTED, EXIT_OK, run_experiment
 
     hydra_cfg = HydraConfig.get()
     threads = threads_per_job(cfg.get("threads"), hydra_cfg.get("launcher"))

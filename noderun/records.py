@@ -3,15 +3,13 @@ file names, atomic writes, and loading that never executes anything from disk.""
 
 from __future__ import annotations
 
-import copy
 import csv
-import hashlib
 import io
 import json
 import os
 import pickle
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Iterator
 
 import torch
 
@@ -147,68 +145,6 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str,
     return state
 
 
-# Keys earlier runs recorded that no longer exist. speed.rk_stages (noderun's stage arithmetic patched
-# into torchdiffeq's solvers, retired for solver.path=device in issue 19) changed only how float32 sums
-# were rounded, not the steps: such a run is resumed and reported as if it had not recorded it.
-RETIRED_KEYS = ("speed.rk_stages",)
-# Keys added since some runs were made, with the value that computes what those runs did: a run from
-# before solver.path solved with torchdiffeq's solvers, one from before speed.compile uncompiled.
-ADDED_KEYS = {"solver.path": "torchdiffeq", "speed.compile": False}
-# Keys added to some datasets only, by dataset name, likewise: a spirals run from before dataset.val_size
-# had no validation split and reported its last epoch.
-ADDED_DATASET_KEYS = {"spirals": {"val_size": 0}, "spirals_archimedean": {"val_size": 0}}
-
-
-def _group(plain: dict[str, Any], parts: list[str], create: bool = False) -> dict[str, Any] | None:
-    """Return the group (dict) the keys `parts` lead to in a plain config, or None where one is missing or
-    no group (missing groups created, empty, where `create`)."""
-    node: Any = plain
-    for part in parts:
-        if not isinstance(node, dict):
-            return None
-        node = node.setdefault(part, {}) if create else node.get(part)
-    return node if isinstance(node, dict) else None
-
-
-def without_keys(plain: dict[str, Any], dotted_keys: Iterable[str], prune: bool = False) -> dict[str, Any]:
-    """Remove the dotted keys from a plain config, in place, and return it; `prune`: also each group
-    that removal leaves empty."""
-    for dotted in dotted_keys:
-        parts = dotted.split(".")
-        group = _group(plain, parts[:-1])
-        if group is None:
-            continue
-        group.pop(parts[-1], None)
-        for depth in range(len(parts) - 1, 0, -1) if prune else ():
-            parent = _group(plain, parts[:depth - 1])
-            if parent is None or parent.get(parts[depth - 1]) != {}:
-                break
-            parent.pop(parts[depth - 1])
-    return plain
-
-
-def config_as_today(old: Mapping[str, Any]) -> dict[str, Any]:
-    """Return an earlier run's config or key config (plain dicts) as today's config would write it for
-    the same computation: without RETIRED_KEYS, and with each of ADDED_KEYS (and of its dataset's
-    ADDED_DATASET_KEYS) it lacks set to the value that computes what it did. Resume compares and finds runs by it; noderun-report reads their configs by it."""
-    plain = without_keys(copy.deepcopy(dict(old)), RETIRED_KEYS, prune=True)
-    for dotted, value in ADDED_KEYS.items():
-        *parents, last = dotted.split(".")
-        group = _group(plain, parents, create=True)
-        if group is not None:
-            group.setdefault(last, value)
-    dataset = plain.get("dataset")
-    if isinstance(dataset, dict):
-        for key, value in ADDED_DATASET_KEYS.get(str(dataset.get("name")), {}).items():
-            dataset.setdefault(key, value)
-    return plain
-
-
-def run_key(config: dict[str, Any]) -> str:
-    """Return a short hash identifying a run's computation, for finding it again on resume."""
-    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 def write_run_link(run_dir: Path, target: Path) -> None:
     """Record in run_dir that its run lives on in target (a resumed or already completed run)."""
     write_text_atomically(run_dir / RUN_LINK_FILE, json.dumps({"run_dir": str(target.resolve())}) + "\n")
@@ -233,36 +169,6 @@ def walk_folders(root: Path, problems: list[tuple[str, str]] | None = None) -> I
 
     for folder, subfolders, files in os.walk(root, onerror=passed_over):
         yield Path(folder), subfolders, files
-
-
-def find_previous_run(output_root: Path, key: str, exclude: Path) -> Path | None:
-    """Return the newest run directory under output_root whose summary carries `key`, or whose key config
-    read as today's (config_as_today: keys retired or added since) hashes to it, if any (unreadable
-    summaries and folders that cannot be listed are passed over)."""
-    candidates = []
-    for run_dir, _, files in walk_folders(output_root):
-        if SUMMARY_FILE not in files or _same_dir(run_dir, exclude):
-            continue
-        try:
-            summary = read_summary(run_dir)
-            if has_key(summary, key):
-                candidates.append(((run_dir / SUMMARY_FILE).stat().st_mtime, str(run_dir), run_dir))
-        except (BrokenRecord, OSError):
-            continue
-    return max(candidates)[2] if candidates else None
-
-
-def has_key(summary: Mapping[str, Any], key: str) -> bool:
-    """Return whether a run's summary is of the run key `key` (its own, or its key config's read as today's)."""
-    old = summary.get("key_config")
-    return summary.get("run_key") == key or (isinstance(old, dict) and run_key(config_as_today(old)) == key)
-
-
-def _same_dir(a: Path, b: Path) -> bool:
-    try:
-        return a.resolve() == b.resolve()
-    except (OSError, RuntimeError):
-        return False
 
 
 def directory_entries(folder: Path) -> list[str]:

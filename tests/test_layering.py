@@ -22,7 +22,7 @@ LAYERS = {
     "noderun.measure": 4,
     "noderun.plotting": 5, "noderun.train": 5,
     "noderun.config": 6,
-    "noderun.lifecycle": 7,
+    "noderun.run": 7,
     "noderun.experiments": 8, "noderun.report": 8,
     "noderun.sweep": 9,
     "noderun.cli": 10,

@@ -1,4 +1,4 @@
-"""The one run lifecycle (noderun.lifecycle) and the run directory's contract (noderun.records): safe
+"""The one run lifecycle (noderun.run.lifecycle) and the run directory's contract (noderun.records): safe
 checkpoints, resume that checks what it resumes, records that signals and broken files cannot damage,
 one process per run directory. Unit tests run tiny real experiments in-process (Table 2's RNN on 20
 spirals: no MNIST); the slow ones drive the real `noderun` command and kill it."""
@@ -25,12 +25,14 @@ from hydra import compose, initialize_config_dir
 import noderun
 from conftest import NODERUN, error_lines, run_noderun
 from noderun.experiments import EXPERIMENTS
-from noderun.lifecycle import (EXIT_INTERRUPTED, EXIT_OK, EXIT_USER_ERROR, Interrupted, RunLock, run_experiment,
-                               signals_deferred, _capabilities)
+from noderun.run.lifecycle import EXIT_INTERRUPTED, EXIT_OK, EXIT_USER_ERROR, run_experiment
+from noderun.run.lock import RunLock
+from noderun.run.resume import capabilities
+from noderun.run.signals import Interrupted, signals_deferred
 from noderun.models import build_model
 from noderun.models.trained import model_at, trained_run
-from noderun.records import (TIMING_COLUMNS, BrokenRecord, load_checkpoint, read_summary, run_key,
-                             save_checkpoint)
+from noderun.records import TIMING_COLUMNS, BrokenRecord, load_checkpoint, read_summary, save_checkpoint
+from noderun.run.identity import run_key
 from noderun.solvers import SolverSpec
 from noderun.errors import UserError
 
@@ -308,7 +310,7 @@ def test_a_trained_run_from_before_speed_rk_stages_was_retired_is_read(tmp_path)
 # --- signals and locks ------------------------------------------------------------------------
 
 def test_a_signal_inside_a_write_is_delivered_after_it():
-    previous = signal.signal(signal.SIGTERM, __import__("noderun.lifecycle", fromlist=["_on_signal"])._on_signal)
+    previous = signal.signal(signal.SIGTERM, __import__("noderun.run.signals", fromlist=["_on_signal"])._on_signal)
     try:
         done = []
         with pytest.raises(Interrupted):
@@ -503,7 +505,7 @@ def test_a_run_records_its_cpu_capability_and_a_resume_under_another_says_both(s
     assert read_summary(stopped_rnn)["cpu_capability"] == f"OTHER+{here}"
     assert any("CPU capabilities OTHER+" in r.getMessage() for r in caplog.records)
     # A later sitting on the same kernels adds nothing.
-    assert _capabilities(f"OTHER+{here}", here) == f"OTHER+{here}" and _capabilities(None, here) == here
+    assert capabilities(f"OTHER+{here}", here) == f"OTHER+{here}" and capabilities(None, here) == here
 
 
 def test_tags_and_note_are_recorded_not_keyed_and_a_resume_adds_to_them(stopped_rnn, tmp_path):

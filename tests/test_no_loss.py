@@ -26,7 +26,7 @@ import noderun
 from conftest import NODERUN, SMALL, error_lines, run_noderun, single_error_line
 from noderun.errors import UserError
 from noderun.experiments import EXPERIMENTS
-from noderun.lifecycle import EXIT_OK, EXIT_USER_ERROR, run_experiment
+from noderun.run.lifecycle import EXIT_OK, EXIT_USER_ERROR, run_experiment
 from noderun.records import load_checkpoint, read_summary, save_checkpoint
 from noderun.report.cli import build_report, main as report_main
 from test_report_unit import not_completed, train_run

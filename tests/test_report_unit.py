@@ -644,8 +644,9 @@ def imports_of(path: Path) -> list[tuple[str, bool]]:
 
 
 @pytest.mark.parametrize("package, allowed", [
+    # the report tells runs' settings apart by the run's identity (noderun.run.identity), as resume does
     ("report", ("noderun.report", "noderun.plotting", "noderun.records", "noderun.models", "noderun.errors",
-                    "noderun.safeio")),
+                "noderun.safeio", "noderun.run.identity")),
     ("plotting", ("noderun.plotting", "noderun.records", "noderun.models", "noderun.data", "noderun.errors")),
 ])
 def test_the_report_and_plotting_import_nothing_upstream_and_nothing_inside_functions(package, allowed):

@@ -13,7 +13,7 @@ import torch
 from conftest import composed, synthetic_split
 from noderun.data.batches import epoch_generator, training_batches
 from noderun.experiments import EXPERIMENTS
-from noderun.lifecycle import EXIT_OK, run_experiment
+from noderun.run.lifecycle import EXIT_OK, run_experiment
 from noderun.measure import NFECounter
 from noderun.models import build_model
 from noderun.records import LOCK_FILE, read_summary

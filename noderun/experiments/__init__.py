@@ -1,12 +1,12 @@
 """Every experiment noderun runs, in one registry: `EXPERIMENTS[task]` (the config's `task` key, which
 the model and experiment YAMLs set) gives the function that does its work through a RunRecorder, the
 kinds of dataset it takes (noderun.data.DATASETS), and whether it trains (and so resumes from its last checkpoint). The run lifecycle
-around each is noderun.lifecycle's, the same for all."""
+around each is noderun.run.lifecycle's, the same for all."""
 
 from __future__ import annotations
 
 from noderun.experiments import classify, cubic, ecg, gradcheck, memory, sequence, solver_accuracy, tolerance
-from noderun.lifecycle import ExperimentEntry
+from noderun.run.lifecycle import ExperimentEntry
 
 EXPERIMENTS: dict[str, ExperimentEntry] = {
     "train": ExperimentEntry(classify.run, ("images",), trains=True),  # Table 1's classifiers

@@ -15,7 +15,7 @@ from noderun.data.batches import epoch_generator, training_batches
 from noderun.data.image_data import ImageData
 from noderun.errors import UserError
 from noderun.experiments.common import load_data, selected_row
-from noderun.lifecycle import RunRecorder
+from noderun.run.recorder import RunRecorder
 from noderun.measure import NFECounter, peak_memory_mb, reset_peak_memory
 from noderun.models import MODELS, build_model, count_parameters
 from noderun.models.ode_block import compile_dynamics

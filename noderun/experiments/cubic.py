@@ -23,7 +23,7 @@ from torch import nn
 
 from noderun.data.cubic import RegressionData, make_cubic_data
 from noderun.errors import UserError
-from noderun.lifecycle import RunRecorder
+from noderun.run.recorder import RunRecorder
 from noderun.measure import NFECounter
 from noderun.models.regression import REGRESSION_MODELS, build_regression_model
 from noderun.config import solver_spec

@@ -21,7 +21,7 @@ from torch import nn
 from noderun.data.batches import epoch_generator, shuffled_batch_indices
 from noderun.data.ecg import NUM_CLASSES, load_ecg_csv
 from noderun.errors import UserError
-from noderun.lifecycle import RunRecorder
+from noderun.run.recorder import RunRecorder
 from noderun.measure import NFECounter, peak_memory_mb, reset_peak_memory
 from noderun.models import count_parameters
 from noderun.models.ecg import ECG_MODELS, build_ecg_model

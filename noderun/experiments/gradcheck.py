@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from noderun.errors import UserError
-from noderun.lifecycle import RunRecorder
+from noderun.run.recorder import RunRecorder
 from noderun.measure import NFECounter, relative_error
 from noderun.models import DOWNSAMPLING, ODE_NET, build_model
 from noderun.config import task_solver

@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from noderun.errors import UserError
-from noderun.lifecycle import RunRecorder
+from noderun.run.recorder import RunRecorder
 from noderun.measure import NFECounter, SavedTensorBytes, peak_memory_mb, reset_peak_memory, wait_for
 from noderun.models import DOWNSAMPLING, MODELS, build_model, models_of_table
 from noderun.config import task_solver

@@ -28,7 +28,7 @@ from noderun.data.batches import epoch_generator, shuffled_batch_indices
 from noderun.data.spirals import SpiralSplit, Spirals, make_spirals
 from noderun.errors import UserError
 from noderun.experiments.common import selected_row
-from noderun.lifecycle import RunRecorder
+from noderun.run.recorder import RunRecorder
 from noderun.measure import NFECounter, peak_memory_mb, reset_peak_memory, wait_for
 from noderun.models import MODELS, build_model, count_parameters
 from noderun.models.reference import REFERENCES

@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from noderun.errors import UserError
-from noderun.lifecycle import RunRecorder
+from noderun.run.recorder import RunRecorder
 from noderun.config import task_solver
 from noderun.solvers import METHODS, SolverSpec, integrate
 from noderun.experiments.common import task_settings

@@ -16,7 +16,7 @@ from torch import nn
 from noderun.data.batches import evaluation_batches
 from noderun.data.image_data import ImageData
 from noderun.errors import UserError
-from noderun.lifecycle import RunRecorder
+from noderun.run.recorder import RunRecorder
 from noderun.measure import NFECounter, relative_error
 from noderun.models import MODELS, ODE_NET
 from noderun.models.ode_block import ODEBlock

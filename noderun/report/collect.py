@@ -12,13 +12,11 @@ import pandas as pd
 
 from noderun.plotting.registry import is_ode_model
 from noderun.records import (METRICS_FILE, PREDICTIONS_FILE, RUN_LINK_FILE, SUMMARY_FILE, BrokenRecord,
-                             config_as_today, linked_run_dir, read_summary, walk_folders)
+                             linked_run_dir, read_summary, walk_folders)
 from noderun.report.checks import NUMBER, is_kind, printable, shown, summary_problem
+from noderun.run.identity import config_as_today, flat_config, is_setting
 from noderun.report.files import CONFIG_FILE, BrokenRun, CsvSpec, read_csv_table, read_run_config
 
-# Config keys that never distinguish one experiment from another (where things live, how they show).
-IGNORED_CONFIG_KEYS = ("seed", "resume", "device", "threads", "paths.", "dataset.root", "dataset.sources",
-                       "dataset.download_timeout_s", "trainer.progress", "experiment", "tags", "note")
 # A preset's `reference:` block: a seed document's own figures, read by the table, never a row key.
 REFERENCE_PREFIX = "config.reference."
 # A preset's one-line `caption:` (what its table is, such as a budget rather than the paper's
@@ -128,21 +126,12 @@ def find_run_dirs(paths: list[Path]) -> tuple[list[Path], list[tuple[str, str]]]
 
 
 def _flat_config(config: dict, model: str) -> dict[str, object]:
-    """Return the config as dotted keys, with keys that cannot matter left out."""
-    flat: dict[str, object] = {}
-
-    def walk(prefix: str, node: object) -> None:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                walk(f"{prefix}{key}.", value)
-            return
-        key = prefix[:-1]
-        if key.startswith(IGNORED_CONFIG_KEYS) or (not is_ode_model(model) and key.startswith(ODE_ONLY_PREFIXES)):
-            return
-        flat[printable(key)] = _cell(json.dumps(node) if isinstance(node, list) else node)
-
-    walk("", config)
-    return flat
+    """Return the config as dotted keys, without those that cannot tell two runs' computations apart
+    (noderun.run.identity.is_setting, the keys the run key leaves out, the seed) and, for a model without
+    an ODE block, its solver's."""
+    return {printable(key): _cell(json.dumps(value) if isinstance(value, list) else value)
+            for key, value in flat_config(config).items()
+            if is_setting(key) and (is_ode_model(model) or not key.startswith(ODE_ONLY_PREFIXES))}
 
 
 def _config_columns(run_dir: Path, model: str) -> dict[str, object]:

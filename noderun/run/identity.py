@@ -1,0 +1,160 @@
+"""A run's identity: the run key (a hash of the config that determines its results), the keys left out
+of it, earlier runs' configs read as today's, and finding a run by its key. Resume finds and compares
+runs by these; the report tells its runs' settings apart by the same keys, so the two never drift."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from noderun.errors import UserError
+from noderun.records import SUMMARY_FILE, BrokenRecord, read_summary, walk_folders
+
+# Config keys that say where things are kept or how they are shown, not what is computed: left out of
+# the run key, so they may differ between a run and its resumption.
+NOT_IN_KEY = ("resume", "caption", "tags", "note", "paths", "device", "threads", "trainer.progress", "trainer.measure_step",
+              "dataset.root", "dataset.sources", "dataset.download_timeout_s")
+# Besides those, what the report never tells runs apart by: the seed (the repeats it averages over) and
+# the preset's name (its settings are in the config already). A preset's caption is read by the report
+# as the table's caption, so it is not among these.
+NOT_A_SETTING = tuple(k for k in NOT_IN_KEY if k != "caption") + ("seed", "experiment")
+
+
+def is_setting(dotted_key: str) -> bool:
+    """Return whether a config key can tell two runs' computations apart for the report (not one of
+    NOT_A_SETTING, nor a key inside one of those groups)."""
+    return not any(dotted_key == k or dotted_key.startswith(k + ".") for k in NOT_A_SETTING)
+
+
+# Keys earlier runs recorded that no longer exist. speed.rk_stages (noderun's stage arithmetic patched
+# into torchdiffeq's solvers, retired for solver.path=device in issue 19) changed only how float32 sums
+# were rounded, not the steps: such a run is resumed and reported as if it had not recorded it.
+RETIRED_KEYS = ("speed.rk_stages",)
+
+
+# Keys added since some runs were made, with the value that computes what those runs did: a run from
+# before solver.path solved with torchdiffeq's solvers, one from before speed.compile uncompiled.
+ADDED_KEYS = {"solver.path": "torchdiffeq", "speed.compile": False}
+
+
+# Keys added to some datasets only, by dataset name, likewise: a spirals run from before dataset.val_size
+# had no validation split and reported its last epoch.
+ADDED_DATASET_KEYS = {"spirals": {"val_size": 0}, "spirals_archimedean": {"val_size": 0}}
+
+
+def _group(plain: dict[str, Any], parts: list[str], create: bool = False) -> dict[str, Any] | None:
+    """Return the group (dict) the keys `parts` lead to in a plain config, or None where one is missing or
+    no group (missing groups created, empty, where `create`)."""
+    node: Any = plain
+    for part in parts:
+        if not isinstance(node, dict):
+            return None
+        node = node.setdefault(part, {}) if create else node.get(part)
+    return node if isinstance(node, dict) else None
+
+
+def without_keys(plain: dict[str, Any], dotted_keys: Iterable[str], prune: bool = False) -> dict[str, Any]:
+    """Remove the dotted keys from a plain config, in place, and return it; `prune`: also each group
+    that removal leaves empty."""
+    for dotted in dotted_keys:
+        parts = dotted.split(".")
+        group = _group(plain, parts[:-1])
+        if group is None:
+            continue
+        group.pop(parts[-1], None)
+        for depth in range(len(parts) - 1, 0, -1) if prune else ():
+            parent = _group(plain, parts[:depth - 1])
+            if parent is None or parent.get(parts[depth - 1]) != {}:
+                break
+            parent.pop(parts[depth - 1])
+    return plain
+
+
+def config_as_today(old: Mapping[str, Any]) -> dict[str, Any]:
+    """Return an earlier run's config or key config (plain dicts) as today's config would write it for
+    the same computation: without RETIRED_KEYS, and with each of ADDED_KEYS (and of its dataset's
+    ADDED_DATASET_KEYS) it lacks set to the value that computes what it did. Resume compares and finds runs by it; noderun-report reads their configs by it."""
+    plain = without_keys(copy.deepcopy(dict(old)), RETIRED_KEYS, prune=True)
+    for dotted, value in ADDED_KEYS.items():
+        *parents, last = dotted.split(".")
+        group = _group(plain, parents, create=True)
+        if group is not None:
+            group.setdefault(last, value)
+    dataset = plain.get("dataset")
+    if isinstance(dataset, dict):
+        for key, value in ADDED_DATASET_KEYS.get(str(dataset.get("name")), {}).items():
+            dataset.setdefault(key, value)
+    return plain
+
+
+def run_key(config: dict[str, Any]) -> str:
+    """Return a short hash identifying a run's computation, for finding it again on resume."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def find_previous_run(output_root: Path, key: str, exclude: Path) -> Path | None:
+    """Return the newest run directory under output_root whose summary carries `key`, or whose key config
+    read as today's (config_as_today: keys retired or added since) hashes to it, if any (unreadable
+    summaries and folders that cannot be listed are passed over)."""
+    candidates = []
+    for run_dir, _, files in walk_folders(output_root):
+        if SUMMARY_FILE not in files or _same_dir(run_dir, exclude):
+            continue
+        try:
+            summary = read_summary(run_dir)
+            if has_key(summary, key):
+                candidates.append(((run_dir / SUMMARY_FILE).stat().st_mtime, str(run_dir), run_dir))
+        except (BrokenRecord, OSError):
+            continue
+    return max(candidates)[2] if candidates else None
+
+
+def has_key(summary: Mapping[str, Any], key: str) -> bool:
+    """Return whether a run's summary is of the run key `key` (its own, or its key config's read as today's)."""
+    old = summary.get("key_config")
+    return summary.get("run_key") == key or (isinstance(old, dict) and run_key(config_as_today(old)) == key)
+
+
+def _same_dir(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except (OSError, RuntimeError):
+        return False
+
+
+def key_config(cfg: DictConfig) -> dict[str, Any]:
+    """Return the part of the config that determines a run's results (hashed into its run key)."""
+    return without_keys(OmegaConf.to_container(cfg, resolve=True), NOT_IN_KEY)
+
+
+def flat_config(node: Any, prefix: str = "") -> dict[str, Any]:
+    """Return a plain config as {dotted key: value} (lists kept as single values)."""
+    if not isinstance(node, dict):
+        return {prefix[:-1]: node}
+    flat: dict[str, Any] = {}
+    for key, value in node.items():
+        flat.update(flat_config(value, f"{prefix}{key}."))
+    return flat
+
+
+def differing_keys(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """Return the dotted keys whose values differ between an earlier run's key config (read as today's
+    config would write it: config_as_today) and this run's."""
+    a, b = flat_config(config_as_today(old)), flat_config(dict(new))
+    return sorted(k for k in a.keys() | b.keys() if a.get(k, "<absent>") != b.get(k, "<absent>"))
+
+
+def resolved_key_config(cfg: DictConfig) -> dict[str, Any]:
+    """Return key_config(cfg), or raise UserError for an interpolation that does not resolve (a model's
+    setting that refers to a key of another dataset than the one chosen)."""
+    try:
+        return key_config(cfg)
+    except OmegaConfBaseException as err:
+        raise UserError(f"the config does not resolve: {str(err).splitlines()[0]} (a setting refers to a key "
+                        f"the chosen groups do not have)") from None

@@ -1,0 +1,48 @@
+"""A run's identity (noderun.run.identity): one list of what is left out of the run key, read by resume
+and by the report alike, and one flattening of a config."""
+
+from __future__ import annotations
+
+from noderun.report.collect import _flat_config
+from noderun.run.identity import (NOT_A_SETTING, NOT_IN_KEY, differing_keys, flat_config, is_setting, key_config,
+                                  run_key)
+from omegaconf import OmegaConf
+
+
+def test_every_key_left_out_of_the_run_key_is_no_setting_for_the_report_but_the_caption():
+    # The report prints a preset's caption above its table; every other key the run key leaves out
+    # says where things are kept or how they are shown, so it must not split the report's rows either.
+    for key in NOT_IN_KEY:
+        assert is_setting(key) == (key == "caption"), key
+    assert not is_setting("seed") and "seed" not in NOT_IN_KEY  # seeds are repeats: distinct runs, one row
+
+
+def test_a_key_inside_a_left_out_group_is_left_out_and_a_longer_name_is_not():
+    assert not is_setting("paths.output_root") and not is_setting("dataset.root")
+    assert is_setting("dataset.root_size") and is_setting("trainer.epochs") and is_setting("seedling")
+
+
+def test_the_report_drops_what_the_run_key_drops_and_keeps_what_it_keeps():
+    config = {"seed": 3, "device": "cpu", "threads": 1, "tags": ["a"], "note": "n", "caption": "c",
+              "paths": {"output_root": "out"},
+              "trainer": {"epochs": 2, "progress": True, "measure_step": True},
+              "model": {"name": "odenet", "adjoint": False}, "solver": {"rtol": 0.001}}
+    key = key_config(OmegaConf.create(config))
+    columns = _flat_config(config, "odenet")
+    assert set(columns) == {"caption", "trainer.epochs", "model.name", "model.adjoint", "solver.rtol"}
+    # the run key keeps the seed (a run with another seed is another run) and nothing of the rest
+    assert set(flat_config(key)) == {"seed", "trainer.epochs", "model.name", "model.adjoint", "solver.rtol"}
+    # trainer.measure_step (only how a step is timed) changes neither the key nor the report's rows
+    other = {**config, "trainer": {**config["trainer"], "measure_step": False}}
+    assert run_key(key_config(OmegaConf.create(other))) == run_key(key)
+    assert _flat_config(other, "odenet") == columns
+
+
+def test_flat_config_and_the_keys_that_differ():
+    assert flat_config({"a": {"b": 1, "c": [1, 2]}, "d": None}) == {"a.b": 1, "a.c": [1, 2], "d": None}
+    # an earlier run's key config is read as today's: solver.path was added later (torchdiffeq then)
+    old = {"model": {"name": "odenet"}, "solver": {"rtol": 0.001}, "speed": {"compile": False}}
+    new = {"model": {"name": "odenet"}, "solver": {"rtol": 0.001, "path": "torchdiffeq"}, "speed": {"compile": False}}
+    assert differing_keys(old, new) == []
+    assert differing_keys(old, {**new, "solver": {"rtol": 0.01, "path": "device"}}) == ["solver.path", "solver.rtol"]
+    assert "experiment" in NOT_A_SETTING
