@@ -16,28 +16,21 @@ from torch.nn import functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
-from noderun.models import dynamics_of
-from noderun.models.ode_block import CountedDynamics
-from noderun.solvers import SolverSpec
+from noderun.solvers import DIRECTIONS, StepCounts, solve_stats_of
 
 
 class NFECounter:
-    """Reads and resets the evaluation counters of a model's ODE dynamics.
-
-    The dynamics count every call of their forward. Reading right after the forward pass gives
-    the forward NFE; reading again after loss.backward() gives the adjoint's backward NFE (zero
-    when gradients come by backpropagation through the solver, which re-evaluates nothing).
-    """
+    """Reads and resets the evaluation counts of a model's solves (noderun.solvers.SolveStats, which
+    `integrate` fills). Taking right after the forward pass gives the forward NFE; taking again after
+    loss.backward() gives the adjoint's backward NFE (zero when gradients come by backpropagation
+    through the solver, which re-evaluates nothing)."""
 
     def __init__(self, model: nn.Module):
-        self.dynamics = dynamics_of(model)
+        self.stats = solve_stats_of(model)
 
     def take(self) -> int:
-        """Return the evaluations since the last take and reset the counters."""
-        total = sum(d.nfe for d in self.dynamics)
-        for d in self.dynamics:
-            d.nfe = 0
-        return total
+        """Return the evaluations since the last take, both directions, and count afresh."""
+        return sum(sum(s.take_evaluations().values()) for s in self.stats)
 
 
 def wait_for(device: torch.device) -> None:
@@ -200,45 +193,15 @@ class HostReads(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-_STEP_CALLBACKS = ("callback_step", "callback_accept_step", "callback_reject_step")
-# The device path (noderun.solve) cannot say on the host whether it accepted a step without reading
-# the decision: it passes the decision on as a device tensor, to this callback, after callback_step.
-_DECIDED = "callback_step_decided"
-
-
-def _solved_dynamics(model: nn.Module) -> list[tuple[CountedDynamics, SolverSpec]]:
-    """Return each ODE solve's dynamics with its solver: the modules holding both as `dynamics` and
-    `solver` (noderun's ODEBlock and the latent ODE)."""
-    return [(m.dynamics, m.solver) for m in model.modules()
-            if isinstance(getattr(m, "dynamics", None), CountedDynamics)
-            and isinstance(getattr(m, "solver", None), SolverSpec)]
-
-
-def _supported_callbacks(spec: SolverSpec) -> tuple[str, ...]:
-    # torchdiffeq warns about a callback its solver never calls: fixed-grid solvers call only
-    # callback_step (every step is taken), the SciPy wrapper none, adaptive RK solvers all three.
-    if spec.method == "scipy_solver":
-        return ()
-    if spec.fixed_grid:
-        return _STEP_CALLBACKS[:1]
-    return (_STEP_CALLBACKS[0], _DECIDED) if spec.path == "device" else _STEP_CALLBACKS
-
-
 class SolverSteps:
-    """Counts the steps torchdiffeq's solvers take with a model's dynamics inside the block, forward
-    and in the adjoint's backward solve, through torchdiffeq's step callbacks.
+    """Counts the steps a model's solves take inside the block, forward and in the adjoint's backward
+    solve, from their SolveStats (noderun.solvers; filled through the solvers' step callbacks, which
+    read no tensor value, so the computation is exactly the one without them: tested).
 
-    `steps` maps "forward" and "backward" to the steps attempted; `accepted` and `rejected` split
-    them (a fixed-grid step is always accepted). torchdiffeq calls `callback_step` as each attempted
-    step starts and `callback_accept_step` or `callback_reject_step` once it has decided, and the
-    `_adjoint` forms of those in the adjoint's backward solve; this counter sets them on each
-    dynamics module for the block and removes them after (putting back any the module had set on
-    itself). The callbacks read no tensor values, so the computation is exactly the one without them
-    (the same host reads, tested). The SciPy wrapper calls no callbacks: its steps
-    count 0. On the device path (noderun.solve) an adaptive solver passes each decision as a device
-    tensor to `callback_step_decided` instead; those are kept and summed, reading them, only when
-    `accepted` or `rejected` is looked at (after the block, so HostReads inside it counts nothing of
-    this).
+    `steps` maps "forward" and "backward" to the steps attempted; `accepted` and `rejected` split them
+    (a fixed-grid step is always accepted; the SciPy wrapper reports no steps: 0). On the device path an
+    adaptive solver's decisions stay on the device until `accepted` or `rejected` is looked at (after
+    the block, so HostReads inside it counts nothing of this).
 
     Given a HostReads, it also notes that counter's count as each step starts (`marks`), so that the
     reads of the solver's loop can be told from those before the first step and after the last:
@@ -246,47 +209,47 @@ class SolverSteps:
     """
 
     def __init__(self, model: nn.Module, reads: HostReads | None = None):
-        self.solves = _solved_dynamics(model)
+        self.stats = solve_stats_of(model)
         self.reads = reads
-        self.steps = {"forward": 0, "backward": 0}
-        self._accepted = {"forward": 0, "backward": 0}
-        self._rejected = {"forward": 0, "backward": 0}
-        self._decisions: dict[str, list[torch.Tensor]] = {"forward": [], "backward": []}
         self.marks: dict[str, list[int]] = {"forward": [], "backward": []}
-        self._previous: list[tuple[nn.Module, str, object]] = []
+        self._before: list[StepCounts] = []
+        self._after: list[StepCounts] | None = None
 
     def __enter__(self) -> "SolverSteps":
-        # Callbacks a module set on itself are put back afterwards (ones its class defines are only
-        # shadowed meanwhile).
-        self._previous = []
-        for dynamics, spec in self.solves:
-            for name in _supported_callbacks(spec):
-                for suffix, direction in (("", "forward"), ("_adjoint", "backward")):
-                    self._previous.append((dynamics, name + suffix, vars(dynamics).get(name + suffix)))
-                    setattr(dynamics, name + suffix, self._callback(name, direction, spec.fixed_grid))
+        self._before, self._after = [s.counts() for s in self.stats], None
+        for s in self.stats:
+            s.step_listeners.append(self._mark)
         return self
 
     def __exit__(self, *exc) -> None:
-        for dynamics, attribute, previous in self._previous:
-            if previous is None:
-                delattr(dynamics, attribute)
-            else:
-                setattr(dynamics, attribute, previous)
-        self._previous = []
+        for s in self.stats:
+            s.step_listeners.remove(self._mark)
+        self._after = [s.counts() for s in self.stats]
+
+    def _mark(self, direction: str) -> None:
+        if self.reads is not None:
+            self.marks[direction].append(self.reads.count)
+
+    def _counts(self) -> list[tuple[StepCounts, StepCounts]]:
+        after = self._after if self._after is not None else [s.counts() for s in self.stats]
+        return list(zip(self._before, after))
+
+    @property
+    def steps(self) -> dict[str, int]:
+        """Steps attempted, by direction."""
+        return {d: sum(a.started[d] - b.started[d] for b, a in self._counts()) for d in DIRECTIONS}
 
     @property
     def accepted(self) -> dict[str, int]:
         """Steps accepted, by direction."""
-        return {d: self._accepted[d] + self._decided(d) for d in self._accepted}
+        taken = [a.accepted(since=b) for b, a in self._counts()]
+        return {d: sum(t[d] for t in taken) for d in DIRECTIONS}
 
     @property
     def rejected(self) -> dict[str, int]:
         """Steps rejected, by direction."""
-        return {d: self._rejected[d] + len(self._decisions[d]) - self._decided(d) for d in self._rejected}
-
-    def _decided(self, direction: str) -> int:
-        decisions = self._decisions[direction]
-        return int(torch.stack(decisions).sum()) if decisions else 0
+        taken = [a.rejected(since=b) for b, a in self._counts()]
+        return {d: sum(t[d] for t in taken) for d in DIRECTIONS}
 
     def loop_reads_per_step(self, direction: str) -> float | None:
         """Return the mean host reads from the start of one step to the start of the next: one pass
@@ -295,23 +258,6 @@ class SolverSteps:
         solve; None without a HostReads or with fewer than 2 steps."""
         marks = self.marks[direction]
         return (marks[-1] - marks[0]) / (len(marks) - 1) if len(marks) >= 2 else None
-
-    def _callback(self, name: str, direction: str, fixed_grid: bool):
-        def count(t0, y0, dt, accepted: torch.Tensor | None = None) -> None:
-            if name == _DECIDED:
-                self._decisions[direction].append(accepted.detach())
-            elif name == "callback_step":
-                self.steps[direction] += 1
-                if fixed_grid:
-                    self._accepted[direction] += 1
-                if self.reads is not None:
-                    self.marks[direction].append(self.reads.count)
-            elif name == "callback_accept_step":
-                self._accepted[direction] += 1
-            else:
-                self._rejected[direction] += 1
-
-        return count
 
 
 def host_reads_per_step(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | None = None) -> dict:

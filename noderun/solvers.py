@@ -8,7 +8,7 @@ decided here.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -102,13 +102,132 @@ def validate_solver(spec: SolverSpec) -> SolverSpec:
     return spec
 
 
+DIRECTIONS = ("forward", "backward")
+_STEP_STARTED, _ACCEPTED, _REJECTED = "callback_step", "callback_accept_step", "callback_reject_step"
+# The device path (noderun.solve) cannot say on the host whether it accepted a step without reading the
+# decision: it passes the decision on as a device tensor, to this callback, after callback_step.
+_DECIDED = "callback_step_decided"
+
+
+@dataclass
+class StepCounts:
+    """Steps counted so far, by direction, as SolveStats holds them: taking one reads no tensor value
+    (the device path's decisions stay a device tensor, summed, until `accepted` is asked for)."""
+
+    started: dict[str, int]
+    host_accepted: dict[str, int]
+    host_rejected: dict[str, int]
+    decided: dict[str, int | torch.Tensor]  # device decisions accepted (a tensor once there is one)
+    decisions: dict[str, int]  # device decisions made
+
+    def accepted(self, since: StepCounts | None = None) -> dict[str, int]:
+        """Return the steps accepted by direction (since the counts `since`); reads the device sums."""
+        return {d: self._accepted(d) - (since._accepted(d) if since else 0) for d in DIRECTIONS}
+
+    def rejected(self, since: StepCounts | None = None) -> dict[str, int]:
+        """Return the steps rejected by direction (since the counts `since`); reads the device sums."""
+        return {d: self._rejected(d) - (since._rejected(d) if since else 0) for d in DIRECTIONS}
+
+    def _accepted(self, d: str) -> int:
+        return self.host_accepted[d] + int(self.decided[d])
+
+    def _rejected(self, d: str) -> int:
+        return self.host_rejected[d] + self.decisions[d] - int(self.decided[d])
+
+
+class SolveStats:
+    """What the solves of one ODE have cost: evaluations of its dynamics and solver steps accepted and
+    rejected, each in the forward solve and in the adjoint's backward solve ("forward", "backward"; with
+    backpropagation through the solver nothing is evaluated backwards).
+
+    `integrate(..., stats=)` fills it, also later, while autograd runs an adjoint's backward solve: a
+    model holds one for each ODE it solves (`solve_stats_of` finds them) and passes it to every solve.
+    Evaluations and host-side step counts are Python numbers; the device path's step decisions are
+    summed on the device and read only when asked for (`counts().accepted()`), so counting reads no
+    tensor value. The SciPy wrapper reports no steps (0)."""
+
+    def __init__(self) -> None:
+        self.evaluations = dict.fromkeys(DIRECTIONS, 0)
+        self._steps = StepCounts(*(dict.fromkeys(DIRECTIONS, 0) for _ in range(5)))
+        # Called with the direction as each step starts (noderun.measure.SolverSteps marks host reads by them).
+        self.step_listeners: list[Callable[[str], None]] = []
+
+    def take_evaluations(self) -> dict[str, int]:
+        """Return the evaluations by direction since the last take, and count afresh."""
+        taken, self.evaluations = self.evaluations, dict.fromkeys(DIRECTIONS, 0)
+        return taken
+
+    def counts(self) -> StepCounts:
+        """Return the steps counted so far (a copy; no tensor value is read)."""
+        c = self._steps
+        return StepCounts(dict(c.started), dict(c.host_accepted), dict(c.host_rejected), dict(c.decided),
+                          dict(c.decisions))
+
+    def callbacks(self, spec: SolverSpec, func: object) -> Iterator[tuple[str, Callable]]:
+        """Yield (name, callback) for each step callback the spec's solver calls, forwards and in the
+        adjoint's backward solve: each counts into these statistics, then calls func's own callback of
+        that name where it has one (a user's, or a test's)."""
+        names: tuple[str, ...] = ()
+        if spec.method != "scipy_solver":  # torchdiffeq warns of a callback its solver never calls
+            names = (_STEP_STARTED,) if spec.fixed_grid else \
+                (_STEP_STARTED, _DECIDED) if spec.path == "device" else (_STEP_STARTED, _ACCEPTED, _REJECTED)
+        for name in names:
+            for suffix, direction in (("", "forward"), ("_adjoint", "backward")):
+                yield name + suffix, self._counter(name, direction, spec.fixed_grid, getattr(func, name + suffix, None))
+
+    def _counter(self, name: str, direction: str, fixed_grid: bool, own: Callable | None) -> Callable:
+        c = self._steps
+
+        def count(t0, y0, dt, *decision) -> None:
+            if name == _STEP_STARTED:
+                c.started[direction] += 1
+                c.host_accepted[direction] += int(fixed_grid)  # a fixed-grid step is always taken
+                for listener in self.step_listeners:
+                    listener(direction)
+            elif name == _DECIDED:
+                c.decided[direction] = decision[0].detach() + c.decided[direction]
+                c.decisions[direction] += 1
+            elif name == _ACCEPTED:
+                c.host_accepted[direction] += 1
+            else:
+                c.host_rejected[direction] += 1
+            if own is not None:
+                own(t0, y0, dt, *decision)
+
+        return count
+
+
+class _Counted(nn.Module):
+    """The dynamics as a solve sees them: each evaluation counted into a SolveStats, as forward or, for
+    the adjoint, backward (its backward solve evaluates with gradients on, its forward solve without),
+    and the solver's step callbacks counting steps. Its parameters are the dynamics' own."""
+
+    def __init__(self, func: nn.Module, stats: SolveStats, spec: SolverSpec, adjoint: bool):
+        super().__init__()
+        self.func, self.stats, self.adjoint = func, stats, adjoint
+        for name, callback in stats.callbacks(spec, func):
+            setattr(self, name, callback)
+
+    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        self.stats.evaluations["backward" if self.adjoint and torch.is_grad_enabled() else "forward"] += 1
+        return self.func(t, y)
+
+
+def solve_stats_of(model: nn.Module) -> list[SolveStats]:
+    """Return the SolveStats of each ODE the model solves (the modules holding one as `solve_stats`)."""
+    return [m.solve_stats for m in model.modules() if isinstance(getattr(m, "solve_stats", None), SolveStats)]
+
+
 def integrate(func: nn.Module, y0: torch.Tensor, times: torch.Tensor, spec: SolverSpec, adjoint: bool,
-              host_times: Sequence[float] | None = None) -> torch.Tensor:
+              host_times: Sequence[float] | None = None, stats: SolveStats | None = None) -> torch.Tensor:
     """Solve dy/dt = func(t, y) from y0 at `times`; gradients by the adjoint method when `adjoint`.
 
     `host_times`: the same times as Python floats, when the caller knows them; the device path then
     reads nothing back from the device to lay its grid or tell the direction of time (without them it
-    copies `times` to the host once a solve). torchdiffeq's path does not use them."""
+    copies `times` to the host once a solve). torchdiffeq's path does not use them. `stats`: where the
+    solve counts its evaluations and steps (also those of the adjoint's backward solve, later)."""
+    if stats is not None:
+        func = _Counted(func, stats, spec, adjoint)
     if spec.path == "device":
         problem = solve.Problem(spec.method, spec.rtol, spec.atol, spec.step_size, spec.max_num_steps)
         if adjoint:

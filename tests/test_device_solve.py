@@ -18,8 +18,8 @@ from noderun.experiments import gradcheck, memory, solver_accuracy, tolerance
 from noderun.experiments.classify import _model_fields
 from noderun.measure import host_reads_per_step
 from noderun.models import build_model, dynamics_of
-from noderun.models.ode_block import CountedDynamics, ODEBlock
-from noderun.solvers import SolverSpec, default_path, integrate, validate_solver
+from noderun.models.ode_block import ODEBlock
+from noderun.solvers import SolveStats, SolverSpec, default_path, integrate, solve_stats_of, validate_solver
 
 CASES = [("dopri5", {}), ("bosh3", {}), ("rk4", {"step_size": 0.15}),
          ("euler", {"step_size": 0.15}), ("midpoint", {"step_size": 0.15})]
@@ -29,7 +29,7 @@ CASES = [("dopri5", {}), ("bosh3", {}), ("rk4", {"step_size": 0.15}),
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-class TimeMLP(CountedDynamics):
+class TimeMLP(nn.Module):
     """A small dynamics that depends on t, so that stage times matter."""
 
     def __init__(self) -> None:
@@ -37,7 +37,6 @@ class TimeMLP(CountedDynamics):
         self.net = nn.Sequential(nn.Linear(5, 16), nn.Tanh(), nn.Linear(16, 4))
 
     def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        self.nfe += 1
         return self.net(torch.cat([y, t.to(y.dtype).expand(y.shape[0], 1)], 1))
 
 
@@ -77,13 +76,22 @@ def solve_and_differentiate(method: str, options: dict, path: str, adjoint: bool
     y0 = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
     spec = validate_solver(SolverSpec(method, rtol=1e-6, atol=1e-6, step_size=options.get("step_size"), path=path))
     log = StepLog(dynamics, spec.fixed_grid)
-    solution = integrate(dynamics, y0, times, spec, adjoint=adjoint)
-    nfe_forward = dynamics.nfe
+    stats = SolveStats()
+    solution = integrate(dynamics, y0, times, spec, adjoint=adjoint, stats=stats)
+    nfe_forward = stats.evaluations["forward"]
     solution[1:].pow(2).sum().backward()
+    # the backward pass's evaluations are the adjoint's, counted as backward (none by backpropagation)
+    assert stats.evaluations["forward"] == nfe_forward > 0 and (stats.evaluations["backward"] > 0) == adjoint
+    counted = stats.counts()
+    assert counted.started == {d: sum(step[0] == d for step in log.started) for d in ("forward", "backward")}
     if spec.fixed_grid:  # torchdiffeq reports fixed-grid steps through callback_step alone: all are taken
         log.steps = [(*step, True) for step in log.started]
     gradients = [y0.grad] + [p.grad for p in dynamics.parameters()]
-    return solution.detach(), gradients, nfe_forward, dynamics.nfe - nfe_forward, log.steps
+    accepted, rejected = counted.accepted(), counted.rejected()
+    for d in ("forward", "backward"):  # the statistics' steps are the callbacks' steps
+        assert accepted[d] == sum(s[0] == d and s[3] for s in log.steps)
+        assert rejected[d] == sum(s[0] == d and not s[3] for s in log.steps)
+    return solution.detach(), gradients, nfe_forward, stats.evaluations["backward"], log.steps
 
 
 def relative(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -147,7 +155,8 @@ def test_odenet_in_float64_matches_torchdiffeq_with_both_norms():
             log = StepLog(dynamics_of(model)[0])
             logits = model(images().double())
             logits.pow(2).sum().backward()
-            results[path] = (logits.detach(), [p.grad for p in model.parameters()], dynamics_of(model)[0].nfe, log.steps)
+            results[path] = (logits.detach(), [p.grad for p in model.parameters()],
+                             solve_stats_of(model)[0].evaluations, log.steps)
         (ref_logits, ref_grads, ref_nfe, ref_steps), (logits, grads, nfe, steps) = results["torchdiffeq"], results["device"]
         assert nfe == ref_nfe and same_steps(steps, ref_steps)
         assert not all(accepted for *_, accepted in steps)  # rejections, decided on the device, compared too

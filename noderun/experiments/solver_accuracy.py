@@ -16,7 +16,7 @@ from torch import nn
 from noderun.errors import UserError
 from noderun.run.recorder import RunRecorder
 from noderun.config import task_solver
-from noderun.solvers import METHODS, SolverSpec, integrate
+from noderun.solvers import METHODS, SolverSpec, SolveStats, integrate
 from noderun.experiments.common import task_settings
 
 log = logging.getLogger("noderun")
@@ -25,14 +25,9 @@ CSV_FILE = "solver_accuracy.csv"
 
 
 class TestEquation(nn.Module):
-    """f(t, y) = y - 1/2 e^{t/2} sin 5t + 5 e^{t/2} cos 5t, counting its evaluations in `nfe`."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.nfe = 0
+    """f(t, y) = y - 1/2 e^{t/2} sin 5t + 5 e^{t/2} cos 5t."""
 
     def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        self.nfe += 1
         growth = torch.exp(t / 2)
         return y - 0.5 * growth * torch.sin(5 * t) + 5 * growth * torch.cos(5 * t)
 
@@ -63,10 +58,11 @@ def cases(cfg: DictConfig) -> list[SolverSpec]:
 
 def solve(spec: SolverSpec, times: torch.Tensor) -> tuple[torch.Tensor, int]:
     """Return the solution at `times` (float64) and the number of function evaluations it took."""
-    equation = TestEquation()
+    stats = SolveStats()
     with torch.no_grad():
-        solution = integrate(equation, torch.zeros(1, dtype=torch.float64), times, spec, adjoint=False)[:, 0]
-    return solution, equation.nfe
+        solution = integrate(TestEquation(), torch.zeros(1, dtype=torch.float64), times, spec, adjoint=False,
+                             stats=stats)[:, 0]
+    return solution, stats.evaluations["forward"]
 
 
 def case_row(spec: SolverSpec, times: torch.Tensor, exact: torch.Tensor) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from noderun.models.ode_block import CountedDynamics, ODEBlock
+from noderun.models.ode_block import ODEBlock
 from noderun.solvers import SolverSpec
 
 ECG_MODELS = ("resnet", "odenet")
@@ -33,7 +33,7 @@ class ResidualBlock1d(nn.Module):
         return torch.relu(h + self.conv2(torch.relu(self.conv1(h))))
 
 
-class TimeConvDynamics(CountedDynamics):
+class TimeConvDynamics(nn.Module):
     """f(t, h) = conv([t, relu(h)]): a 1-D convolution that sees the time as an extra input channel."""
 
     def __init__(self, channels: int):
@@ -41,7 +41,6 @@ class TimeConvDynamics(CountedDynamics):
         self.conv = nn.Conv1d(channels + 1, channels, 3, padding=1)
 
     def forward(self, t: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        self.nfe += 1
         time_channel = t.to(h.dtype).expand(h.shape[0], 1, h.shape[2])
         return self.conv(torch.cat([time_channel, torch.relu(h)], dim=1))
 

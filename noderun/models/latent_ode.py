@@ -12,12 +12,11 @@ import torch
 from torch import nn
 
 from noderun.errors import UserError
-from noderun.models.ode_block import CountedDynamics
 from noderun.models.sequence import gather_times, gaussian_log_likelihood, masked_log_likelihood, recurrent_cell
-from noderun.solvers import SolverSpec, integrate
+from noderun.solvers import SolverSpec, SolveStats, integrate
 
 
-class LatentDynamics(CountedDynamics):
+class LatentDynamics(nn.Module):
     """dz/dt = MLP(z), one hidden layer (ELU)."""
 
     def __init__(self, latent: int, hidden: int):
@@ -25,7 +24,6 @@ class LatentDynamics(CountedDynamics):
         self.net = nn.Sequential(nn.Linear(latent, hidden), nn.ELU(), nn.Linear(hidden, latent))
 
     def forward(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        self.nfe += 1
         return self.net(z)
 
 
@@ -41,6 +39,7 @@ class LatentODE(nn.Module):
         self.dynamics = LatentDynamics(latent, dyn_hidden)
         self.decoder = nn.Sequential(nn.Linear(latent, dec_hidden), nn.ReLU(), nn.Linear(dec_hidden, obs_dim))
         self.solver, self.adjoint = solver, adjoint
+        self.solve_stats = SolveStats()  # the evaluations and steps of its solves
         self.obs_log_var = 2 * math.log(obs_std)
 
     def posterior(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -53,7 +52,7 @@ class LatentODE(nn.Module):
 
     def decode_path(self, z0: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
         """Return the decoded means at every time (B×T×2), integrating z from times[0] = 0."""
-        z = integrate(self.dynamics, z0, times, self.solver, adjoint=self.adjoint)
+        z = integrate(self.dynamics, z0, times, self.solver, adjoint=self.adjoint, stats=self.solve_stats)
         return self.decoder(z.transpose(0, 1))
 
     def loss(self, x: torch.Tensor, t: torch.Tensor, observed: torch.Tensor, times: torch.Tensor, n_window: int,

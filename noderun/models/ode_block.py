@@ -1,4 +1,5 @@
-"""What every ODE model shares: dynamics that count their evaluations, and the block that integrates them."""
+"""What every ODE model shares: dynamics whose field may be compiled, and the block that integrates them
+(its solves' statistics, evaluations and steps, in `solve_stats`)."""
 
 from __future__ import annotations
 
@@ -10,23 +11,14 @@ from typing import Callable
 import torch
 from torch import nn
 
-from noderun.solvers import SolverSpec, integrate
+from noderun.solvers import SolverSpec, SolveStats, integrate
 
 
-class CountedDynamics(nn.Module):
-    """Base of every dynamics f(t, h) in noderun: a subclass adds 1 to `nfe` in each forward call,
-    which is how forward and adjoint-backward evaluations are counted (noderun.measure.NFECounter)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.nfe = 0
-
-
-class FieldDynamics(CountedDynamics):
-    """Dynamics whose arithmetic is `field(t, h)` alone, counted by `forward` around it, so that the
-    field can be compiled (`compile_dynamics`, config key speed.compile) while the count stays exact: a
-    compiled graph would take `nfe`, a Python int, for a constant. `compile_backend`: None (run the
-    field as it is) or the torch.compile backend that runs it."""
+class FieldDynamics(nn.Module):
+    """Dynamics whose arithmetic is `field(t, h)`, which `forward` runs as it is or compiled
+    (`compile_dynamics`, config key speed.compile). `compile_backend`: None (run the field as it is) or
+    the torch.compile backend that runs it. Evaluations are counted by the solve (SolveStats), outside
+    any compiled graph."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -36,7 +28,6 @@ class FieldDynamics(CountedDynamics):
         raise NotImplementedError
 
     def forward(self, t: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        self.nfe += 1
         if self.compile_backend is None:
             return self.field(t, h)
         return _compiled_field(self.compile_backend)(self, t, h)
@@ -78,11 +69,13 @@ def compile_dynamics(model: nn.Module, backend: str | None = "inductor") -> int:
 
 
 class ODEBlock(nn.Module):
-    """Integrates its dynamics from t=0 to t=t1 and returns the state at t1."""
+    """Integrates its dynamics from t=0 to t=t1 and returns the state at t1; `solve_stats` counts the
+    solves' evaluations and steps (noderun.solvers.SolveStats)."""
 
-    def __init__(self, dynamics: CountedDynamics, solver: SolverSpec, t1: float = 1.0, adjoint: bool = True):
+    def __init__(self, dynamics: nn.Module, solver: SolverSpec, t1: float = 1.0, adjoint: bool = True):
         super().__init__()
         self.dynamics = dynamics
+        self.solve_stats = SolveStats()
         self.solver = solver
         self.adjoint = adjoint
         self.register_buffer("times", torch.tensor([0.0, t1]), persistent=False)
@@ -90,4 +83,5 @@ class ODEBlock(nn.Module):
         self.host_times = (0.0, float(t1))
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return integrate(self.dynamics, h, self.times, self.solver, adjoint=self.adjoint, host_times=self.host_times)[-1]
+        return integrate(self.dynamics, h, self.times, self.solver, adjoint=self.adjoint, host_times=self.host_times,
+                         stats=self.solve_stats)[-1]

@@ -30,8 +30,7 @@ class ConcatConv2d(nn.Module):
 
 
 class ConvDynamics(FieldDynamics):
-    """f(t, h): GN, ReLU, conv(t), GN, ReLU, conv(t), GN. Counts its evaluations in `nfe`; the field
-    alone may be compiled (speed.compile)."""
+    """f(t, h): GN, ReLU, conv(t), GN, ReLU, conv(t), GN; the field may be compiled (speed.compile)."""
 
     def __init__(self, channels: int = CHANNELS):
         super().__init__()
