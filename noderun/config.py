@@ -57,6 +57,19 @@ _ALSO_TEXT = ("resume",)
 _SWEEP_FUNCTIONS = (ValueType.GLOB_CHOICE_SWEEP, ValueType.RANGE_SWEEP, ValueType.INTERVAL_SWEEP)
 
 
+def _table_models(table: int) -> str:
+    """Return the registry's models of the paper's table `table`, comma-separated as a sweep's values:
+    `${table_models:1}` in a preset sweeps every Table-1 model, so a model added to MODELS appears in
+    every Table-1 preset without a preset naming it."""
+    from noderun.models import models_of_table  # imports torch: only when a preset asks
+
+    return ",".join(models_of_table(int(table)))
+
+
+# Registered on import: the command's pre-check, Hydra's sweeper and every job import this module.
+OmegaConf.register_new_resolver("table_models", _table_models, replace=True)
+
+
 # --- the command line -------------------------------------------------------------------------------
 
 @dataclass(frozen=True)

@@ -136,6 +136,8 @@ def composed(overrides: list[str], hydra_config: bool = False):
     with the `hydra:` block (its sweeper's parameters) when hydra_config is true."""
     from hydra import compose, initialize_config_dir
 
+    import noderun.config  # noqa: F401  (registers the presets' ${table_models:N} resolver, as the CLI does)
+
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose(config_name="config", overrides=overrides, return_hydra_config=hydra_config)
 

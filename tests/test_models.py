@@ -79,3 +79,21 @@ def test_seminorm_is_passed_to_the_adjoint_only():
 def test_invalid_solver_values_are_refused(bad):
     with pytest.raises(UserError):
         validate_solver(bad)
+
+
+TABLE1_PRESETS = ("table1", "table1_quick", "table1_rk4", "quick")
+
+
+@pytest.mark.parametrize("preset", TABLE1_PRESETS)
+def test_every_table1_preset_sweeps_the_registrys_table1_models(preset):
+    params = composed([f"experiment={preset}"], hydra_config=True).hydra.sweeper.params
+    assert params.model == ",".join(TABLE1_MODELS) == "mlp,resnet,rknet,odenet"
+
+
+def test_a_model_added_to_the_registry_appears_in_every_table1_preset(monkeypatch):
+    # One registry line is all a preset needs: the sweep's values are read from MODELS when composed.
+    monkeypatch.setitem(MODELS, "tiny", MODELS["mlp"])
+    for preset in TABLE1_PRESETS:
+        params = composed([f"experiment={preset}"], hydra_config=True).hydra.sweeper.params
+        assert params.model.split(",") == [*TABLE1_MODELS, "tiny"]
+    assert "${table_models:1}" in (CONF_DIR / "experiment" / "table1.yaml").read_text()

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import SMALL, run_noderun
+from conftest import SMALL, TABLE1_MODELS, run_noderun
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +29,7 @@ FILES = ["runs.csv", "table1.csv", "table1.md", "table1.tex", "not_completed.txt
 def sweep(mnist_root, tmp_path_factory) -> Path:
     """A real sweep: four models, two seeds, one short epoch each."""
     cwd = tmp_path_factory.mktemp("sweep")
-    result = run_noderun(["-m", "model=mlp,resnet,rknet,odenet", "seed=0,1", *SMALL], mnist_root, cwd)
+    result = run_noderun(["-m", f"model={','.join(TABLE1_MODELS)}", "seed=0,1", *SMALL], mnist_root, cwd)
     assert result.returncode == 0, result.stderr
     (sweep_dir,) = (cwd / "outputs" / "multirun").iterdir()
     return sweep_dir
