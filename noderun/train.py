@@ -1,4 +1,6 @@
-"""One epoch of training and evaluation of a classifier, with NFE counted per phase."""
+"""The one training loop (`training_steps`: a batch's loss, its gradients, an optimizer step, NFE
+counted per phase), which every experiment that trains runs with its own loss; and one epoch of
+training and evaluation of a classifier on it."""
 
 from __future__ import annotations
 
@@ -6,7 +8,7 @@ import math
 import time
 from dataclasses import dataclass
 from itertools import chain
-from typing import Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 from torch import nn
@@ -38,6 +40,37 @@ def lr_at_epoch(base_lr: float, epoch: int, epochs: int, decay_fractions: Iterab
         return base_lr
     passed = sum(1 for f in decay_fractions if epoch >= max(1, round(f * epochs)))
     return base_lr * factor**passed
+
+
+@dataclass
+class Step:
+    """One training step: its loss, its evaluations of the dynamics forward and backward, and what the
+    loss function returned besides the loss (a classifier's logits)."""
+
+    loss: float
+    nfe_forward: int
+    nfe_backward: int
+    output: Any = None
+
+
+def training_steps(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Iterable,
+                   loss_of: Callable[[Any], tuple[torch.Tensor, Any]], counter: NFECounter) -> Iterator[Step]:
+    """Train on each batch in turn, yielding each step: `loss_of(batch)` returns (loss, output); its
+    gradients, then one optimizer step. The one loop every experiment trains with (classifiers, Table
+    2's time-series models, the tutorial's fits). Raises TrainingFailure, before the optimizer step, when
+    the loss is not finite."""
+    for number, batch in enumerate(batches, start=1):
+        optimizer.zero_grad(set_to_none=True)
+        counter.take()
+        loss, output = loss_of(batch)
+        nfe_forward = counter.take()
+        value = loss.item()
+        if not math.isfinite(value):
+            raise TrainingFailure(f"loss became {value} at step {number}; try a smaller trainer.lr")
+        loss.backward()
+        nfe_backward = counter.take()
+        optimizer.step()
+        yield Step(value, nfe_forward, nfe_backward, output)
 
 
 @dataclass
@@ -79,6 +112,11 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Ite
     """
     model.train()
     loss_fn = nn.CrossEntropyLoss()
+
+    def loss_of(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        images, labels = batch
+        logits = model(images)
+        return loss_fn(logits, labels), (logits, labels)
     sums = {"loss": 0.0, "correct": 0, "seen": 0, "nfe_f": 0, "nfe_b": 0, "end_loss": 0.0, "end_seen": 0}
     end_from = num_batches - max(1, round(END_FRACTION * num_batches)) + 1  # first step of the last tenth
     batches = iter(batches)
@@ -90,27 +128,18 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Ite
     start = time.perf_counter()
     bar = tqdm(chain([first], batches), total=num_batches, desc=description, leave=False,
                disable=not progress or None)
-    for step, (images, labels) in enumerate(bar, start=1):
-        optimizer.zero_grad(set_to_none=True)
-        counter.take()
-        logits = model(images)
-        nfe_forward = counter.take()
-        loss = loss_fn(logits, labels)
-        if not math.isfinite(loss.item()):
-            raise TrainingFailure(f"loss became {loss.item()} at batch {step}")
-        loss.backward()
-        nfe_backward = counter.take()
-        optimizer.step()
-        sums["loss"] += loss.item() * len(labels)
-        if step >= end_from:
-            sums["end_loss"] += loss.item() * len(labels)
+    for number, step in enumerate(training_steps(model, optimizer, bar, loss_of, counter), start=1):
+        logits, labels = step.output
+        sums["loss"] += step.loss * len(labels)
+        if number >= end_from:
+            sums["end_loss"] += step.loss * len(labels)
             sums["end_seen"] += len(labels)
         sums["correct"] += int((logits.argmax(1) == labels).sum())
         sums["seen"] += len(labels)
-        sums["nfe_f"] += nfe_forward
-        sums["nfe_b"] += nfe_backward
+        sums["nfe_f"] += step.nfe_forward
+        sums["nfe_b"] += step.nfe_backward
         bar.set_postfix(loss=f"{sums['loss'] / sums['seen']:.3f}", acc=f"{sums['correct'] / sums['seen']:.3f}",
-                        nfe_f=nfe_forward, nfe_b=nfe_backward)
+                        nfe_f=step.nfe_forward, nfe_b=step.nfe_backward)
     wait_for(first[0].device)
     elapsed = time.perf_counter() - start
     seen, batches_done = max(sums["seen"], 1), max(num_batches, 1)

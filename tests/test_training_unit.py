@@ -86,7 +86,7 @@ def test_the_measured_step_changes_no_training_number():
 
 
 def test_a_loss_that_stops_being_finite_stops_training_naming_the_batch():
-    with pytest.raises(TrainingFailure, match=r"loss became (nan|inf) at batch [2-4]"):
+    with pytest.raises(TrainingFailure, match=r"loss became (nan|inf) at step [2-4]"):
         trained_epochs("mlp", 1, lr=1e12)
 
 

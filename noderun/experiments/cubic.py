@@ -25,6 +25,7 @@ from noderun.data.cubic import RegressionData, make_cubic_data
 from noderun.errors import UserError
 from noderun.run.recorder import RunRecorder
 from noderun.measure import NFECounter
+from noderun.train import TrainingFailure, training_steps
 from noderun.models.regression import REGRESSION_MODELS, build_regression_model
 from noderun.config import solver_spec
 from noderun.solvers import SolverSpec
@@ -75,27 +76,22 @@ def fit(name: str, data: RegressionData, lr: float, iterations: int, width: int,
     model = build_regression_model(name, solver, width, adjoint).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
     x, y = data.x_train.to(device), data.y_train.to(device)
-    counter, losses, nfe_f, nfe_b = NFECounter(model), [], 0, 0
-    reason, done = None, 0
+    losses, nfe_f, nfe_b, reason, done = [], 0, 0, None, 0
+    full_batches = ((x, y) for _ in range(iterations))
+
+    def loss_of(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, None]:
+        return nn.functional.mse_loss(model(batch[0]), batch[1]), None
+
     start = time.perf_counter()
-    for iteration in range(iterations):
-        optimizer.zero_grad(set_to_none=True)
-        counter.take()
-        try:
-            loss = nn.functional.mse_loss(model(x), y)
-            nfe_f += counter.take()
-            if not math.isfinite(loss.item()):
-                reason = f"loss became {loss.item()} at iteration {iteration + 1}"
-                break
-            loss.backward()
-        except (AssertionError, RuntimeError) as error:  # torchdiffeq: underflow in dt, too many steps
-            reason = f"solver gave up at iteration {iteration + 1}: {error}"
-            break
-        nfe_b += counter.take()
-        optimizer.step()
-        done += 1
-        if iteration % LOSS_EVERY == 0 or iteration == iterations - 1:
-            losses.append(loss.item())
+    try:
+        for iteration, step in enumerate(training_steps(model, optimizer, full_batches, loss_of, NFECounter(model))):
+            nfe_f, nfe_b, done = nfe_f + step.nfe_forward, nfe_b + step.nfe_backward, done + 1
+            if iteration % LOSS_EVERY == 0 or iteration == iterations - 1:
+                losses.append(step.loss)
+    except TrainingFailure as failure:
+        reason = str(failure).partition(";")[0]  # the tutorial's divergence: a row says so, the run goes on
+    except (AssertionError, RuntimeError) as error:  # torchdiffeq: underflow in dt, too many steps
+        reason = f"solver gave up at step {done + 1}: {error}"
     elapsed = time.perf_counter() - start
     predictions, test_mse, train_mse = [math.nan] * len(data.x_test), math.nan, math.nan
     if reason is None:

@@ -35,7 +35,7 @@ from noderun.models.reference import REFERENCES
 from noderun.models.sequence import OBJECTIVES, gather_times, training_note
 from noderun.records import PREDICTIONS_FILE
 from noderun.config import solver_spec
-from noderun.train import TrainingFailure
+from noderun.train import training_steps
 
 log = logging.getLogger("noderun")
 
@@ -61,24 +61,18 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: Sp
     """Run one epoch of `passes` passes over the training spirals (each shuffled by its own seeded
     generator, so a resumed run draws the same batches), each loss the objective's; return the mean
     loss and NFE per iteration. Raises TrainingFailure on a loss that is not finite."""
-    losses, nfe_f, nfe_b = [], [], []
     every = (batch for p in range(passes) for batch in
              batches(data.train, batch_size, epoch_generator(seed, (epoch - 1) * passes + p + 1)))
-    for batch in every:
+
+    def loss_of(batch: SpiralSplit) -> tuple[torch.Tensor, None]:
         x, t = observations(batch, data.times)
-        counter.take()
-        loss = model.loss(x, t, batch.observed, data.times, data.n_points,
-                          training_targets(batch, data.n_points, objective))
-        nfe_f.append(counter.take())
-        if not torch.isfinite(loss):
-            raise TrainingFailure(f"loss became {float(loss)}; try a smaller trainer.lr")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        nfe_b.append(counter.take())
-        optimizer.step()
-        losses.append(float(loss.detach()))
-    return {"train_loss": sum(losses) / len(losses), "nfe_forward": sum(nfe_f) / len(nfe_f),
-            "nfe_backward": sum(nfe_b) / len(nfe_b)}
+        return model.loss(x, t, batch.observed, data.times, data.n_points,
+                          training_targets(batch, data.n_points, objective)), None
+
+    steps = list(training_steps(model, optimizer, every, loss_of, counter))
+    return {"train_loss": sum(s.loss for s in steps) / len(steps),
+            "nfe_forward": sum(s.nfe_forward for s in steps) / len(steps),
+            "nfe_backward": sum(s.nfe_backward for s in steps) / len(steps)}
 
 
 @torch.no_grad()
