@@ -6,10 +6,12 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import pickle
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import torch
 
@@ -178,3 +180,76 @@ def directory_entries(folder: Path) -> list[str]:
         return sorted(os.listdir(folder))
     except FileNotFoundError:
         return []
+
+
+# --- what a summary.json holds, by task: the writer (the run lifecycle, as a run completes) and the
+# report's reader both check a summary against this, so the two cannot drift apart ----------------------
+
+STATUSES = ("completed", "failed", "interrupted", "running")
+TEXT, NUMBER, COUNT = "text", "a number", "a whole number >= 1"
+
+
+@dataclass(frozen=True)
+class SummarySchema:
+    """The fields a task's summary.json holds besides those every run has (the lifecycle's): `recorded`
+    from the start, `completed` added once the run completes (what the report's tables read), and
+    `optional` ones, of their kind where a completed run gives them."""
+
+    recorded: Mapping[str, str] = field(default_factory=dict)
+    completed: Mapping[str, str] = field(default_factory=dict)
+    optional: Mapping[str, str] = field(default_factory=dict)
+
+
+# A training run records its model from the start; a time-series run only once its data are made, so a
+# run that failed before then has none. A task not named here adds nothing the report checks.
+SUMMARY_SCHEMAS: dict[str, SummarySchema] = {
+    "train": SummarySchema(
+        recorded={"model": TEXT},
+        completed={"test_error": NUMBER, "params": COUNT, "epochs_done": COUNT, "train_time_s": NUMBER,
+                   "peak_memory_mb": NUMBER},
+        optional={"nfe_forward": NUMBER, "nfe_backward": NUMBER, "rtol": NUMBER}),
+    "timeseries": SummarySchema(
+        completed={"model": TEXT, "n_obs": COUNT, "n_points": COUNT, "test_rmse": NUMBER, "params": COUNT,
+                   "nfe_forward": NUMBER, "nfe_backward": NUMBER, "train_time_s": NUMBER, "peak_memory_mb": NUMBER},
+        optional={"test_rmse_observed": NUMBER, "seed": NUMBER, "rtol": NUMBER}),
+    "tolerance": SummarySchema(optional={"ckpt": TEXT, "model": TEXT}),
+}
+
+
+def is_kind(value: object, kind: str) -> bool:
+    """Return whether value is of the kind (booleans are no numbers, infinities no measurements)."""
+    if kind == TEXT:
+        return isinstance(value, str) and bool(value.strip())
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    if kind == COUNT:
+        return isinstance(value, int) and value >= 1
+    return math.isfinite(value)
+
+
+def shown(value: object, limit: int = 40) -> str:
+    """Return value as a short one-line repr, for a reason."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def summary_problem(summary: dict) -> str | None:
+    """Return what makes a summary break its task's schema (SUMMARY_SCHEMAS), in a few words, or None."""
+    task = summary.get("task", "train")
+    if not isinstance(task, str):
+        return f"summary.json: 'task' is {shown(task)}, not text"
+    if "status" not in summary:
+        return "summary.json lacks 'status'"
+    status = summary["status"]
+    if not isinstance(status, str) or status not in STATUSES:
+        return f"summary.json: 'status' is {shown(status)}, not one of {', '.join(STATUSES)}"
+    schema, completed = SUMMARY_SCHEMAS.get(task, SummarySchema()), status == "completed"
+    for key, kind in {**schema.recorded, **(schema.completed if completed else {})}.items():
+        if summary.get(key) is None:
+            return f"summary.json lacks {key!r} ({status} {task} runs record it)"
+        if not is_kind(summary[key], kind):
+            return f"summary.json: {key!r} is {shown(summary[key])}, not {kind}"
+    for key, kind in (schema.optional if completed else {}).items():
+        if summary.get(key) is not None and not is_kind(summary[key], kind):
+            return f"summary.json: {key!r} is {shown(summary[key])}, not {kind}"
+    return None

@@ -13,10 +13,10 @@ import torch
 from conftest import composed, synthetic_split
 from noderun.data.batches import epoch_generator, training_batches
 from noderun.experiments import EXPERIMENTS
-from noderun.run.lifecycle import EXIT_OK, run_experiment
+from noderun.run.lifecycle import EXIT_FAILED, EXIT_OK, ExperimentEntry, run_experiment
 from noderun.measure import NFECounter
 from noderun.models import build_model
-from noderun.records import LOCK_FILE, read_summary
+from noderun.records import LOCK_FILE, SUMMARY_SCHEMAS, read_summary, summary_problem
 from noderun.solvers import SolverSpec
 from noderun.train import TrainingFailure, evaluate, lr_at_epoch, train_epoch
 
@@ -112,3 +112,23 @@ def test_a_run_of_a_small_experiment_keeps_the_run_directory_contract(tmp_path, 
     assert summary["solver_path"] == paths
     table = pd.read_csv(run_dir / "solver_accuracy.csv")
     assert dict(zip(table["method"], table["solver_path"])) == paths
+
+
+def test_a_run_whose_summary_breaks_its_tasks_schema_fails_saying_so(tmp_path, restored_process_state):
+    """The schema the report reads a summary by (records.SUMMARY_SCHEMAS) is checked by the writer too:
+    a train task whose experiment completes without recording what its table reads fails (exit 1), naming
+    the field, where its record would otherwise be unreadable to the report."""
+    overrides = ["model=mlp", "dataset.train_size=8"]
+    cfg = composed(overrides)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    records_nothing = {**EXPERIMENTS, "train": ExperimentEntry(lambda cfg, recorder: recorder.update(model="mlp", params=5))}
+    assert run_experiment(cfg, run_dir, records_nothing, overrides=overrides, threads=1) == EXIT_FAILED
+    summary = read_summary(run_dir)
+    assert summary["status"] == "failed" and "breaks its task's schema" in summary["reason"], summary["reason"]
+    assert "lacks 'test_error'" in summary["reason"] and summary["params"] == 5
+    assert summary_problem(summary) is None  # a failed run's record is readable: it needs no test_error
+
+
+def test_every_schema_is_of_a_registered_task():
+    assert set(SUMMARY_SCHEMAS) <= set(EXPERIMENTS)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from noderun.report.checks import printable
+from noderun.safeio import printable
 from noderun.report.collect import RunSet, collect_runs
 from noderun.errors import UserError
 from noderun.report.figures import write_figures

@@ -11,9 +11,9 @@ from pathlib import Path
 import pandas as pd
 
 from noderun.plotting.registry import is_ode_model
-from noderun.records import (METRICS_FILE, PREDICTIONS_FILE, RUN_LINK_FILE, SUMMARY_FILE, BrokenRecord,
-                             linked_run_dir, read_summary, walk_folders)
-from noderun.report.checks import NUMBER, is_kind, printable, shown, summary_problem
+from noderun.records import (METRICS_FILE, NUMBER, PREDICTIONS_FILE, RUN_LINK_FILE, SUMMARY_FILE, BrokenRecord,
+                             is_kind, linked_run_dir, read_summary, shown, summary_problem, walk_folders)
+from noderun.safeio import printable
 from noderun.run.identity import config_as_today, flat_config, is_setting
 from noderun.report.files import CONFIG_FILE, BrokenRun, CsvSpec, read_csv_table, read_run_config
 

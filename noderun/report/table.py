@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from noderun.plotting.registry import is_ode_model, model_label, model_rank
-from noderun.report.checks import printable
+from noderun.safeio import printable
 from noderun.report.collect import CAPTION_COLUMN, REFERENCE_PREFIX, RunSet, varying_config_keys
 from noderun.report.paper import paper_table1
 from noderun.report.table1_tex import paper_layout

@@ -27,7 +27,8 @@ from omegaconf import DictConfig, OmegaConf
 from noderun.config import check_config
 from noderun.data import DATASETS, datasets_of_kind
 from noderun.errors import UserError
-from noderun.records import LOG_FILE, SUMMARY_FILE, write_run_link, write_summary, write_text_atomically
+from noderun.records import (LOG_FILE, SUMMARY_FILE, summary_problem, write_run_link, write_summary,
+                             write_text_atomically)
 from noderun.run.identity import resolved_key_config, run_key
 from noderun.run.lock import RunLock
 from noderun.run.logfile import log_also_to, log_to_file
@@ -224,6 +225,11 @@ def _timed(entry: ExperimentEntry, cfg: DictConfig, recorder: RunRecorder) -> in
     start, before = time.perf_counter(), recorder.summary.get("time_s") or 0  # before: earlier sittings'
     entry.run(cfg, recorder)
     recorder.summary["time_s"] = round(before + time.perf_counter() - start, 2)
+    # The report reads a completed run by its task's schema: a summary that breaks it is noderun's own
+    # bug, and the run fails saying so rather than completing unreadable.
+    problem = summary_problem({**recorder.summary, "status": "completed"})
+    if problem:
+        raise RuntimeError(f"the run's summary breaks its task's schema (noderun.records.SUMMARY_SCHEMAS): {problem}")
     record_end(recorder.run_dir, recorder.summary, "completed", None)
     log.info("%s completed in %.1f s; written to %s", cfg.task, recorder.summary["time_s"], recorder.run_dir)
     return EXIT_OK
