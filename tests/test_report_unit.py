@@ -698,3 +698,15 @@ def test_the_report_selects_runs_by_tags_and_lists_each_runs_tags(tmp_path):
     assert pd.read_csv(tmp_path / "report" / "table1.csv").seeds.tolist() == [2]
     with pytest.raises(LookupError, match="no runs tagged nothere"):
         build_report([tmp_path], tmp_path / "elsewhere", ("nothere",))
+
+
+def test_the_report_finds_its_readers_and_tables_by_registries_keyed_like_the_experiments():
+    from noderun.experiments import EXPERIMENTS
+    from noderun.report.cli import TABLES
+    from noderun.report.collect import RUN_KINDS
+
+    assert set(TABLES) <= set(EXPERIMENTS) and set(RUN_KINDS) <= set(EXPERIMENTS)
+    # no branch on a task's name anywhere in the report: comparisons with a task's name are the registries'
+    compared = re.compile(r"""[=!]=\s*["'](%s)["']""" % "|".join(EXPERIMENTS))
+    for path in sorted((PACKAGE / "report").glob("*.py")):
+        assert not compared.search(path.read_text()), path.name

@@ -15,8 +15,12 @@ from noderun.errors import UserError
 from noderun.report.figures import write_figures
 from noderun.report.folder import report_folder
 from noderun.report.html import report_page
-from noderun.report.table import caption, table1, write_runs_csv, write_table1
-from noderun.report.table2 import table2, write_table2
+from noderun.report.table import table1_text, write_runs_csv
+from noderun.report.table2 import table2_text
+
+# The report's tables, keyed like noderun.experiments.EXPERIMENTS (the task whose runs each reads), in
+# the order they are printed: each writes its files from the runs and returns its text (None: no runs).
+TABLES = {"train": table1_text, "timeseries": table2_text}
 
 
 # A reason is cut to this many characters: a not_completed.txt line names a run, it is no log.
@@ -72,9 +76,7 @@ def build_report(paths: list[Path], out_dir: Path, tags: tuple[str, ...] = ()) -
     with report_folder(out_dir) as drawing:  # only the report's own earlier files are replaced
         (drawing / "not_completed.txt").write_text("".join(line + "\n" for line in problems))
         write_runs_csv(run_set, drawing)
-        table, second = table1(run_set), table2(run_set)
-        texts = [write_table1(table, drawing, caption(run_set))] if not table.empty else []
-        texts += [write_table2(second, drawing)] if not second.empty else []
+        texts = [text for write in TABLES.values() if (text := write(run_set, drawing)) is not None]
         text = "\n\n".join(texts) or "(no completed runs: no table)"
         figures = write_figures(run_set, drawing)
         selected = f" tagged {', '.join(tags)}" if tags else ""

@@ -35,9 +35,31 @@ PREDICTIONS = CsvSpec(PREDICTIONS_FILE, full=("trajectory", "true_x", "true_y", 
                       numeric=("pred_x", "pred_y"), flags=("observed", "in_window"))
 # A time-series run's test RMSE per epoch (Table 2's convergence figure).
 SEQUENCE_METRICS = CsvSpec(METRICS_FILE, full=("epoch",), numeric=("test_rmse",))
-# A completed task's file for the figures, and whether the task always writes it (the spiral
-# predictions came later than Table 2's runs: older runs have none and are drawn without).
-TASK_TABLES = {"tolerance": (TOLERANCE, True), "timeseries": (PREDICTIONS, False)}
+
+
+@dataclass(frozen=True)
+class RunKind:
+    """How the report reads one task's runs. `table1_row`: a run is one of Table 1's (RunSet.runs),
+    else one of the tasks (RunSet.tasks); `config_columns`: its config becomes `config.` columns, which
+    tell its table's settings apart (Table 1's runs always, others once completed); `figure_table`: the
+    CSV a completed run's figures draw from, and whether every completed run has one (`always`: the
+    spiral predictions came later than Table 2's first runs, which are drawn without); `curve`: a
+    completed run's per-epoch CSV for a convergence figure."""
+
+    table1_row: bool = False
+    config_columns: bool = False
+    figure_table: CsvSpec | None = None
+    always: bool = False
+    curve: CsvSpec | None = None
+
+
+# How the report reads each task's runs, keyed like noderun.experiments.EXPERIMENTS; a task not named
+# here is listed with its status and summary only.
+RUN_KINDS: dict[str, RunKind] = {
+    "train": RunKind(table1_row=True, config_columns=True, figure_table=METRICS, always=True),
+    "timeseries": RunKind(config_columns=True, figure_table=PREDICTIONS, curve=SEQUENCE_METRICS),
+    "tolerance": RunKind(figure_table=TOLERANCE, always=True),
+}
 
 
 @dataclass
@@ -57,6 +79,10 @@ class RunSet:
     def completed(self) -> pd.DataFrame:
         """Return the runs whose status is completed."""
         return self.runs[self.runs["status"] == "completed"] if len(self.runs) else self.runs
+
+    def of_task(self, task: str, completed: bool = False) -> list[dict]:
+        """Return the task records of one task (a key of RUN_KINDS), only the completed ones if asked."""
+        return [t for t in self.tasks if t.get("task") == task and (not completed or t.get("status") == "completed")]
 
 
 def _is_file(path: Path) -> bool:
@@ -167,12 +193,13 @@ def _metrics(run_dir: Path, epochs: int) -> pd.DataFrame:
     return metrics
 
 
-def _task_table(run_dir: Path, task: str) -> pd.DataFrame | None:
-    """Return the table a completed task's figures draw from, if it has one."""
-    spec, always = TASK_TABLES.get(task, (None, False))
-    if spec is None or (not always and not (run_dir / spec.name).exists()):
+def _figure_table(run_dir: Path, kind: RunKind, summary: dict) -> pd.DataFrame | None:
+    """Return the table a completed run's figures draw from, if its kind has one (a Table 1 run's
+    metrics.csv with one row per epoch it reports)."""
+    spec = kind.figure_table
+    if spec is None or (not kind.always and not (run_dir / spec.name).exists()):
         return None
-    return read_csv_table(run_dir, spec)
+    return _metrics(run_dir, summary["epochs_done"]) if kind.table1_row else read_csv_table(run_dir, spec)
 
 
 def _summary(run_dir: Path) -> dict:
@@ -197,12 +224,15 @@ def read_run(run_dir: Path) -> tuple[dict, pd.DataFrame | None]:
     if problem:
         raise BrokenRun(problem)
     record = {**_scalars(summary), "tags": ";".join(run_tags(summary)), "run_dir": str(run_dir)}
-    task, completed = summary.get("task", "train"), summary["status"] == "completed"
-    if task == "train" or (task == "timeseries" and completed):  # their tables tell settings apart by config
+    kind, completed = kind_of(summary), summary["status"] == "completed"
+    if kind.config_columns and (completed or kind.table1_row):
         record.update(_config_columns(run_dir, summary["model"]))
-    if task == "train":
-        return record, _metrics(run_dir, summary["epochs_done"]) if completed else None
-    return record, _task_table(run_dir, task) if completed else None
+    return record, _figure_table(run_dir, kind, summary) if completed else None
+
+
+def kind_of(record: dict) -> RunKind:
+    """Return how the report reads a run, by its summary's task (runs from before tasks trained)."""
+    return RUN_KINDS.get(record.get("task", "train"), RunKind())
 
 
 def collect_runs(paths: list[Path], tags: tuple[str, ...] = ()) -> RunSet:
@@ -214,15 +244,15 @@ def collect_runs(paths: list[Path], tags: tuple[str, ...] = ()) -> RunSet:
     for run_dir in run_dirs:
         try:
             record, table = read_run(run_dir)
-            if record.get("task") == "timeseries" and record.get("status") == "completed" and \
-                    (run_dir / METRICS_FILE).exists():
-                curves[str(run_dir)] = read_csv_table(run_dir, SEQUENCE_METRICS)
+            curve = kind_of(record).curve
+            if curve is not None and record.get("status") == "completed" and (run_dir / curve.name).exists():
+                curves[str(run_dir)] = read_csv_table(run_dir, curve)
         except BrokenRun as err:
             unreadable.append((str(run_dir), str(err)))
             continue
         if not set(tags) <= set(record["tags"].split(";")):
             continue
-        (rows if record.get("task", "train") == "train" else tasks).append(record)
+        (rows if kind_of(record).table1_row else tasks).append(record)
         if table is not None:
             tables[str(run_dir)] = table
     run_set = RunSet(runs=pd.DataFrame(rows), unreadable=unreadable, tasks=tasks, tables=tables, curves=curves)

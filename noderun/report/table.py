@@ -9,7 +9,7 @@ import pandas as pd
 
 from noderun.plotting.registry import is_ode_model, model_label, model_rank
 from noderun.safeio import printable
-from noderun.report.collect import CAPTION_COLUMN, REFERENCE_PREFIX, RunSet, varying_config_keys
+from noderun.report.collect import CAPTION_COLUMN, REFERENCE_PREFIX, RunSet, kind_of, varying_config_keys
 from noderun.report.paper import paper_table1
 from noderun.report.table1_tex import paper_layout
 
@@ -211,6 +211,12 @@ def write_table1(table: pd.DataFrame, out_dir: Path, title: str | None = None) -
     return text
 
 
+def table1_text(run_set: RunSet, out_dir: Path) -> str | None:
+    """Write Table 1's files from the runs and return its text, or None when it has no completed runs."""
+    table = table1(run_set)
+    return None if table.empty else write_table1(table, out_dir, caption(run_set))
+
+
 def _with_varying_config(runs: pd.DataFrame, varying: list[str]) -> pd.DataFrame:
     """Return the runs' summary columns and, of their config columns, the `varying` ones."""
     return runs[[c for c in runs.columns if not c.startswith("config.")] + varying]
@@ -220,7 +226,8 @@ def write_runs_csv(run_set: RunSet, out_dir: Path) -> None:
     """Write runs.csv: every summary field of every readable training run (Table 1's and Table 2's time
     series), plus the config values that vary between runs of a model, where there are any; measurement
     tasks have their own files."""
-    series = pd.DataFrame([t for t in run_set.tasks if t.get("task") == "timeseries"])
+    # besides Table 1's runs, those of the tasks whose records carry their config (Table 2's)
+    series = pd.DataFrame([t for t in run_set.tasks if kind_of(t).config_columns])
     frames = [_with_varying_config(f, run_set.varying if f is run_set.runs else varying_config_keys(f))
               for f in (run_set.runs, series) if len(f)]
     if frames:

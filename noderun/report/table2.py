@@ -18,6 +18,8 @@ from noderun.report.paper import paper_rmse
 from noderun.report.table import column_mean, markdown, sample_std
 from noderun.report.tex import latex
 
+# The task (noderun.experiments) whose runs Table 2 reads.
+TASK = "timeseries"
 # What else a row is told apart by, so that runs with other solvers or sizes, or that chose their reported
 # epoch otherwise, are not averaged together; besides these, every config key that differs between runs
 # of a model (dataset.noise_std, trainer.lr...), but the columns' dataset.n_obs.
@@ -57,8 +59,7 @@ def _rank(model: str) -> int:
 
 def table2_runs(run_set: RunSet) -> pd.DataFrame:
     """Return the completed time-series runs' summaries as a table (empty when there are none)."""
-    runs = [t for t in run_set.tasks if t.get("task") == "timeseries" and t.get("status") == "completed"]
-    return pd.DataFrame(runs)
+    return pd.DataFrame(run_set.of_task(TASK, completed=True))
 
 
 def table2(run_set: RunSet) -> pd.DataFrame:
@@ -165,6 +166,12 @@ def write_table2(table: pd.DataFrame, out_dir: Path) -> str:
     (out_dir / "table2.md").write_text(text + "\n")
     (out_dir / "table2.tex").write_text("".join(f"% {line}\n" for line in [note, *verdicts]) + latex(rows))
     return text
+
+
+def table2_text(run_set: RunSet, out_dir: Path) -> str | None:
+    """Write Table 2's files from the runs and return its text, or None when it has no completed runs."""
+    table = table2(run_set)
+    return None if table.empty else write_table2(table, out_dir)
 
 
 def table2_note(table: pd.DataFrame) -> str:

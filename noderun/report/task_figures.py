@@ -22,9 +22,9 @@ def tolerance_task_figures(run_set: RunSet, out_dir: Path) -> list[Path]:
     """Figure 3(a)-(c) over every completed tolerance task among the runs (their tolerance.csv),
     one series per task, labelled with the run its checkpoint came from."""
     tables = []
-    for task in run_set.tasks:
+    for task in run_set.of_task("tolerance"):
         table = run_set.tables.get(task["run_dir"])
-        if task.get("task") != "tolerance" or table is None:
+        if table is None:
             continue
         source = Path(task["ckpt"]).parent.name if task.get("ckpt") else Path(task["run_dir"]).name
         model = task.get("model")
