@@ -82,15 +82,34 @@ class Command:
     own_config: bool = False  # another config name or folder, or a rerun: noderun/conf is not what runs
 
 
+# Hydra's own options, as `--hydra-help` documents them (Hydra 1.3): a flag, or how many values it takes.
+_HYDRA_FLAGS = (("--help", "-h"), ("--hydra-help",), ("--resolve",), ("--run", "-r"), ("--multirun", "-m"),
+                ("--shell-completion", "-sc"))
+_HYDRA_VALUES = (("--package", "-p"), ("--config-path", "-cp"), ("--config-name", "-cn"), ("--config-dir", "-cd"),
+                 ("--experimental-rerun",))
+_INFO_CHOICES = ("all", "config", "defaults", "defaults-tree", "plugins", "searchpath")
+
+
+def _hydra_options() -> argparse.ArgumentParser:
+    """Return a parser of Hydra's documented command-line options and the overrides after them, so that
+    noderun reads a command line as Hydra will (`--version` is handled before it)."""
+    parser = argparse.ArgumentParser(add_help=False, exit_on_error=False)  # an ArgumentError, not usage text
+    for names in _HYDRA_FLAGS:
+        parser.add_argument(*names, action="store_true")
+    for names in _HYDRA_VALUES:
+        parser.add_argument(*names)
+    parser.add_argument("--cfg", "-c", choices=["job", "hydra", "all"])
+    parser.add_argument("--info", "-i", nargs="?", const="all", choices=_INFO_CHOICES)
+    parser.add_argument("overrides", nargs="*")
+    return parser
+
+
 def parsed_command(args: list[str]) -> Command:
     """Return the command line `args` (without the program name) read as Hydra reads it; raise
     UserError, in one line, for options Hydra would refuse."""
-    from hydra._internal.utils import get_args_parser  # Hydra's parser, so both read the line alike
-
     if "--version" in args:
         return Command((), shows_only=True)
-    parser = get_args_parser()
-    parser.exit_on_error = False  # an ArgumentError instead of argparse's usage text and exit
+    parser = _hydra_options()
     try:
         known, extra = parser.parse_known_args(args)
     except argparse.ArgumentError as err:

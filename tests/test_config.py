@@ -4,11 +4,12 @@ in-process and before anything trains."""
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
 
 import noderun.cli
-from noderun.config import checked_overrides
+from noderun.config import checked_overrides, parsed_command
 
 
 @pytest.fixture
@@ -97,3 +98,20 @@ def test_dataset_root_that_cannot_be_created_is_refused(run_cli, tmp_path):
 ])
 def test_good_command_passes_the_pre_check(args):
     checked_overrides(args)
+
+
+def test_noderun_reads_no_private_part_of_hydra():
+    # hydra._internal may change in any release; the pre-check uses Hydra's public API and its own
+    # parser of Hydra's documented options.
+    package = Path(__file__).resolve().parents[1] / "noderun"
+    assert not [p.name for p in package.rglob("*.py") if "hydra._internal" in p.read_text()]
+
+
+@pytest.mark.parametrize("args, shows_only, multirun", [
+    (["--help"], True, False), (["-m", "seed=1,2"], False, True), (["--cfg", "job", "seed=1"], True, False),
+    (["--info"], True, False), (["--info", "defaults", "seed=1"], True, False), (["-cn", "other"], False, False),
+])
+def test_the_command_line_is_read_as_hydra_reads_it(args, shows_only, multirun):
+    command = parsed_command(args)
+    assert (command.shows_only, command.multirun) == (shows_only, multirun)
+    assert command.own_config == ("-cn" in args)
