@@ -8,6 +8,7 @@ import re
 import signal
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 import hydra
@@ -20,6 +21,10 @@ from noderun.errors import UserError
 from noderun.parallel import threads_per_job
 from noderun.safeio import DISK_FULL, printable
 
+# noderun's hydra/launcher/joblib.yaml sets its own defaults (2 jobs) on the joblib plugin's schema of the
+# same name; Hydra merges the two as intended, but warns of the naming three times a sweep and once in every
+# joblib worker. Filtered on import, as the workers import this module to run their jobs.
+warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/joblib' is validated against ConfigStore schema")
 _OUTPUT_OVERRIDE = re.compile(r"^(paths\.output_root|hydra\.run\.dir|hydra\.sweep\.dir)=(.+)$")
 # Less free space than this under the output folder is a full disk: a run could not write its first
 # records (a 2-epoch Table 2 run of 20 spirals wrote 290 KiB, measured with du: checkpoints, predictions,
