@@ -233,9 +233,14 @@ def shown(value: object, limit: int = 40) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
+def task_of(summary: Mapping[str, Any]) -> Any:
+    """Return a summary's task (runs from before tasks were recorded trained a model: "train")."""
+    return summary.get("task", "train")
+
+
 def summary_problem(summary: dict) -> str | None:
     """Return what makes a summary break its task's schema (SUMMARY_SCHEMAS), in a few words, or None."""
-    task = summary.get("task", "train")
+    task = task_of(summary)
     if not isinstance(task, str):
         return f"summary.json: 'task' is {shown(task)}, not text"
     if "status" not in summary:

@@ -54,11 +54,13 @@ class Step:
 
 
 def training_steps(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Iterable,
-                   loss_of: Callable[[Any], tuple[torch.Tensor, Any]], counter: NFECounter) -> Iterator[Step]:
+                   loss_of: Callable[[Any], tuple[torch.Tensor, Any]], counter: NFECounter,
+                   hint: str | None = None) -> Iterator[Step]:
     """Train on each batch in turn, yielding each step: `loss_of(batch)` returns (loss, output); its
     gradients, then one optimizer step. The one loop every experiment trains with (classifiers, Table
     2's time-series models, the tutorial's fits). Raises TrainingFailure, before the optimizer step, when
-    the loss is not finite."""
+    the loss is not finite, its reason followed by `hint` (what the user might change, naming the
+    experiment's own key)."""
     for number, batch in enumerate(batches, start=1):
         optimizer.zero_grad(set_to_none=True)
         counter.take()
@@ -66,7 +68,7 @@ def training_steps(model: nn.Module, optimizer: torch.optim.Optimizer, batches: 
         nfe_forward = counter.take()
         value = loss.item()
         if not math.isfinite(value):
-            raise TrainingFailure(f"loss became {value} at step {number}; try a smaller trainer.lr")
+            raise TrainingFailure(f"loss became {value} at step {number}" + (f"; {hint}" if hint else ""))
         loss.backward()
         nfe_backward = counter.take()
         optimizer.step()
@@ -104,11 +106,12 @@ def measure_step(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -
 
 
 def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Iterable, num_batches: int,
-                counter: NFECounter, description: str, progress: bool, measure: bool = True) -> TrainStats:
+                counter: NFECounter, description: str, progress: bool, measure: bool = True,
+                lr_key: str = "trainer.lr") -> TrainStats:
     """Train over the batches once; raise TrainingFailure when the loss stops being finite.
 
     With `measure`, one extra step on the first batch is measured first (measure_step), outside the
-    epoch's time and NFE means.
+    epoch's time and NFE means. `lr_key`: the config key of the learning rate, named in the failure.
     """
     model.train()
     loss_fn = nn.CrossEntropyLoss()
@@ -128,7 +131,8 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Ite
     start = time.perf_counter()
     bar = tqdm(chain([first], batches), total=num_batches, desc=description, leave=False,
                disable=not progress or None)
-    for number, step in enumerate(training_steps(model, optimizer, bar, loss_of, counter), start=1):
+    steps = training_steps(model, optimizer, bar, loss_of, counter, hint=f"try a smaller {lr_key}")
+    for number, step in enumerate(steps, start=1):
         logits, labels = step.output
         sums["loss"] += step.loss * len(labels)
         if number >= end_from:

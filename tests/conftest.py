@@ -229,3 +229,10 @@ def model_sweep(mnist_root, tmp_path_factory) -> Sweep:
     result = run_noderun(["-m", f"model={','.join(TABLE1_MODELS)}", *SWEEP_TRAINING], mnist_root, cwd)
     assert result.returncode == 0, result.stderr
     return finished_sweep(result, cwd)
+
+
+def dynamics_of(model):
+    """Return the dynamics of each ODE the model solves: those of its ODE blocks (noderun.models.ode_block)."""
+    from noderun.models.ode_block import ODEBlock
+
+    return [m.dynamics for m in model.modules() if isinstance(m, ODEBlock)]

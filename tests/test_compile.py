@@ -13,10 +13,10 @@ import pytest
 import torch
 from torch._dynamo.utils import counters
 
-from conftest import SMALL, composed, read_metrics
+from conftest import SMALL, composed, dynamics_of, read_metrics
 from noderun.experiments.classify import _model_fields
 from noderun.measure import relative_error
-from noderun.models import build_model, dynamics_of
+from noderun.models import build_model
 from noderun.models.ode_block import compile_dynamics
 from noderun.records import read_summary
 from noderun.solvers import SolverSpec, solve_stats_of

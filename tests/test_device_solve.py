@@ -7,6 +7,8 @@ fixed grid, in the forward solve and in the adjoint's backward solve."""
 from __future__ import annotations
 
 import pytest
+
+from conftest import dynamics_of
 import torch
 from hydra import compose, initialize_config_dir
 from torch import nn
@@ -17,7 +19,7 @@ from noderun.errors import UserError
 from noderun.experiments import gradcheck, memory, solver_accuracy, tolerance
 from noderun.experiments.classify import _model_fields
 from noderun.measure import host_reads_per_step
-from noderun.models import build_model, dynamics_of
+from noderun.models import build_model
 from noderun.models.ode_block import ODEBlock
 from noderun.solvers import SolveStats, SolverSpec, default_path, integrate, solve_stats_of, validate_solver
 

@@ -12,10 +12,12 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+
+from conftest import dynamics_of
 import torch
 
 from noderun.measure import HostReads, SolverSteps, host_reads_per_step
-from noderun.models import build_model, dynamics_of
+from noderun.models import build_model
 from noderun.solvers import SolverSpec
 
 

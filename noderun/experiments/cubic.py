@@ -89,7 +89,7 @@ def fit(name: str, data: RegressionData, lr: float, iterations: int, width: int,
             if iteration % LOSS_EVERY == 0 or iteration == iterations - 1:
                 losses.append(step.loss)
     except TrainingFailure as failure:
-        reason = str(failure).partition(";")[0]  # the tutorial's divergence: a row says so, the run goes on
+        reason = str(failure)  # the tutorial's divergence at a large lr: its row says so, the run goes on
     except (AssertionError, RuntimeError) as error:  # torchdiffeq: underflow in dt, too many steps
         reason = f"solver gave up at step {done + 1}: {error}"
     elapsed = time.perf_counter() - start

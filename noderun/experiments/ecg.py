@@ -117,7 +117,8 @@ def train_model(name: str, cfg: DictConfig, settings: DictConfig, train: tuple, 
         batches = signal_batches(*train, batch_size, epoch_generator(int(cfg.seed), epoch))
         try:
             stats = train_epoch(model, optimizer, batches, math.ceil(len(train[1]) / batch_size), counter,
-                                f"{name} epoch {epoch}/{epochs}", bool(cfg.trainer.progress), measure=False)
+                                f"{name} epoch {epoch}/{epochs}", bool(cfg.trainer.progress), measure=False,
+                                lr_key="ecg.lr")
         except (TrainingFailure, AssertionError) as error:  # AssertionError: torchdiffeq's underflow in dt
             return None, f"epoch {epoch}: {error}"
         test_loss, predicted = test_predictions(model, *test, int(settings.eval_batch_size))

@@ -69,7 +69,7 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: Sp
         return model.loss(x, t, batch.observed, data.times, data.n_points,
                           training_targets(batch, data.n_points, objective)), None
 
-    steps = list(training_steps(model, optimizer, every, loss_of, counter))
+    steps = list(training_steps(model, optimizer, every, loss_of, counter, hint="try a smaller trainer.lr"))
     return {"train_loss": sum(s.loss for s in steps) / len(steps),
             "nfe_forward": sum(s.nfe_forward for s in steps) / len(steps),
             "nfe_backward": sum(s.nfe_backward for s in steps) / len(steps)}

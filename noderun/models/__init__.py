@@ -12,7 +12,7 @@ from torch import nn
 from noderun.errors import UserError
 from noderun.models import latent_ode, mlp, odenet, resnet, rnn
 from noderun.models.blocks import DOWNSAMPLING  # noqa: F401  (re-exported for the memory and gradcheck tasks)
-from noderun.solvers import SolverSpec, SolveStats
+from noderun.solvers import SolverSpec
 
 @dataclass(frozen=True)
 class ModelEntry:
@@ -65,12 +65,6 @@ def model_entry(name: str) -> ModelEntry:
 def build_model(model_cfg: Mapping[str, Any], solver: SolverSpec) -> nn.Module:
     """Return the model a run's `model:` config block describes (its `name` picks the registry entry)."""
     return model_entry(str(model_cfg["name"])).build(model_cfg, solver)
-
-
-def dynamics_of(model: nn.Module) -> list[nn.Module]:
-    """Return the dynamics of each ODE the model solves (the `dynamics` of its modules that hold a
-    `solve_stats`); empty for models without an ODE block."""
-    return [m.dynamics for m in model.modules() if isinstance(getattr(m, "solve_stats", None), SolveStats)]
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -12,7 +12,7 @@ import pandas as pd
 
 from noderun.plotting.registry import is_ode_model
 from noderun.records import (METRICS_FILE, NUMBER, PREDICTIONS_FILE, RUN_LINK_FILE, SUMMARY_FILE, BrokenRecord,
-                             is_kind, linked_run_dir, read_summary, shown, summary_problem, walk_folders)
+                             is_kind, linked_run_dir, read_summary, shown, summary_problem, task_of, walk_folders)
 from noderun.safeio import printable
 from noderun.run.identity import config_as_today, flat_config, is_setting
 from noderun.report.files import CONFIG_FILE, BrokenRun, CsvSpec, read_csv_table, read_run_config
@@ -185,21 +185,17 @@ def _cell(value: object) -> object:
     return printable(value) if isinstance(value, str) else value
 
 
-def _metrics(run_dir: Path, epochs: int) -> pd.DataFrame:
-    """Return a completed training run's metrics.csv, one row per epoch it reports."""
-    metrics = read_csv_table(run_dir, METRICS)
-    if len(metrics) != epochs:
-        raise BrokenRun(f"{METRICS_FILE} has {len(metrics)} epoch rows where summary.json reports {epochs} epochs")
-    return metrics
-
-
 def _figure_table(run_dir: Path, kind: RunKind, summary: dict) -> pd.DataFrame | None:
     """Return the table a completed run's figures draw from, if its kind has one (a Table 1 run's
     metrics.csv with one row per epoch it reports)."""
     spec = kind.figure_table
     if spec is None or (not kind.always and not (run_dir / spec.name).exists()):
         return None
-    return _metrics(run_dir, summary["epochs_done"]) if kind.table1_row else read_csv_table(run_dir, spec)
+    table = read_csv_table(run_dir, spec)
+    if kind.table1_row and len(table) != summary["epochs_done"]:
+        raise BrokenRun(f"{spec.name} has {len(table)} epoch rows where summary.json reports "
+                        f"{summary['epochs_done']} epochs")
+    return table
 
 
 def _summary(run_dir: Path) -> dict:
@@ -232,7 +228,7 @@ def read_run(run_dir: Path) -> tuple[dict, pd.DataFrame | None]:
 
 def kind_of(record: dict) -> RunKind:
     """Return how the report reads a run, by its summary's task (runs from before tasks trained)."""
-    return RUN_KINDS.get(record.get("task", "train"), RunKind())
+    return RUN_KINDS.get(task_of(record), RunKind())
 
 
 def collect_runs(paths: list[Path], tags: tuple[str, ...] = ()) -> RunSet:

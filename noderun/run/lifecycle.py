@@ -1,8 +1,9 @@
 """One run lifecycle for every experiment: where it writes, what it resumes, how it ends.
 
 `run_experiment` takes a composed config and the experiment registry and returns the process's exit
-code. Whatever the experiment, the run directory then holds one summary.json schema (status, reason,
-key config, versions, timings, and the experiment's own numbers), metrics.csv where there are epochs,
+code. Whatever the experiment, the run directory then holds a summary.json with the same fields (status,
+reason, key config, versions, timings), the experiment's own numbers by its task's schema
+(noderun.records.SUMMARY_SCHEMAS), metrics.csv where there are epochs,
 and checkpoints written whole or not at all. A signal ends the run as `interrupted` (exit 130), a
 failure as `failed` (exit 1), a mistake as one line (exit 2); none of them damages a record already
 written, because every write happens with signals deferred and lands by an atomic rename.

@@ -6,6 +6,7 @@ import signal
 from contextlib import contextmanager
 from typing import Any, Iterator
 
+
 class Interrupted(KeyboardInterrupt):
     """SIGTERM or SIGINT, raised in the main thread between writes."""
 
