@@ -25,12 +25,13 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from noderun.errors import UserError
+from noderun.loggers import check_backends
 
 if TYPE_CHECKING:  # noderun.solvers imports torch: only for annotations here
     from noderun.solvers import SolverSpec
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
-GROUPS = ("model", "solver", "dataset", "trainer", "experiment")
+GROUPS = ("model", "solver", "dataset", "trainer", "experiment", "logger")
 DEVICES = ("auto", "cpu", "cuda", "cuda:N")
 # Launchers whose jobs run on this machine; any other (slurm) runs them elsewhere, where this
 # machine's CUDA devices and folders say nothing about the job's.
@@ -628,8 +629,9 @@ def _check_without_torch(cfg: DictConfig, here: bool) -> None:
     _check_labels(cfg)
     if cfg.device not in ("auto", "cpu", "cuda") and not re.fullmatch(r"cuda:\d+", str(cfg.device)):
         raise UserError(f"device={_shown(cfg.device)} is invalid; choose one of: {', '.join(DEVICES)}")
-    if here:
+    if here:  # a cluster job checks its own machine's folders and packages when it starts
         _check_dataset_root(cfg)
+        check_backends(OmegaConf.select(cfg, "logger.backends", default=[]))
 
 
 @contextmanager

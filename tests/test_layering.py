@@ -17,7 +17,7 @@ PACKAGE_ROOT = Path(__file__).resolve().parent.parent / "noderun"
 LAYERS = {
     "noderun.errors": 0, "noderun.safeio": 0,
     "noderun.records": 1, "noderun.solve": 1,
-    "noderun.solvers": 2, "noderun.parallel": 2, "noderun.data": 2,
+    "noderun.solvers": 2, "noderun.parallel": 2, "noderun.data": 2, "noderun.loggers": 2,
     "noderun.models": 3,
     "noderun.measure": 4,
     "noderun.plotting": 5, "noderun.train": 5,

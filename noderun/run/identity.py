@@ -19,7 +19,7 @@ from noderun.records import SUMMARY_FILE, BrokenRecord, read_summary, walk_folde
 # Config keys that say where things are kept or how they are shown, not what is computed: left out of
 # the run key, so they may differ between a run and its resumption.
 NOT_IN_KEY = ("resume", "caption", "tags", "note", "paths", "device", "threads", "trainer.progress", "trainer.measure_step",
-              "dataset.root", "dataset.sources", "dataset.download_timeout_s")
+              "dataset.root", "dataset.sources", "dataset.download_timeout_s", "logger")
 # Besides those, what the report never tells runs apart by: the seed (the repeats it averages over) and
 # the preset's name (its settings are in the config already). A preset's caption is read by the report
 # as the table's caption, so it is not among these.

@@ -28,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from noderun.config import check_config
 from noderun.data import DATASETS, datasets_of_kind
 from noderun.errors import UserError
+from noderun.loggers import RunLoggers
 from noderun.records import (LOG_FILE, SUMMARY_FILE, summary_problem, write_run_link, write_summary,
                              write_text_atomically)
 from noderun.run.identity import resolved_key_config, run_key
@@ -195,6 +196,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path, experiments: Mapping[str, Exp
                      f" from epoch {len(state['rows'])}" if state else " from the start")
         summary["device"] = str(device)
         recorder = RunRecorder(cfg, target, summary, device, state)
+        recorder.loggers = RunLoggers(cfg, target, key_cfg, summary)
         if previous is None:
             with signals_deferred():
                 write_summary(target, summary)
@@ -208,6 +210,8 @@ def run_experiment(cfg: DictConfig, run_dir: Path, experiments: Mapping[str, Exp
         # earlier run's record stays as it was.
         writes = (fresh and target == run_dir) or (running is not None and running.wrote)
         record_end(target, summary if writes else {}, status, reason, user_error)
+        if running is not None and running.loggers is not None:
+            running.loggers.end(summary, target, status)
         return code
 
     try:
@@ -232,6 +236,8 @@ def _timed(entry: ExperimentEntry, cfg: DictConfig, recorder: RunRecorder) -> in
     if problem:
         raise RuntimeError(f"the run's summary breaks its task's schema (noderun.records.SUMMARY_SCHEMAS): {problem}")
     record_end(recorder.run_dir, recorder.summary, "completed", None)
+    if recorder.loggers is not None:
+        recorder.loggers.end(recorder.summary, recorder.run_dir, "completed")
     log.info("%s completed in %.1f s; written to %s", cfg.task, recorder.summary["time_s"], recorder.run_dir)
     return EXIT_OK
 

@@ -11,6 +11,7 @@ import torch
 from omegaconf import DictConfig
 
 from noderun.errors import UserError
+from noderun.loggers import RunLoggers
 from noderun.records import (BEST_CHECKPOINT, LAST_CHECKPOINT, BrokenRecord, load_checkpoint, save_checkpoint,
                              write_metrics, write_summary, write_text_atomically)
 from noderun.run.signals import signals_deferred
@@ -33,6 +34,7 @@ class RunRecorder:
         self.rows: list[dict[str, Any]] = list(state.get("rows", [])) if state else []
         self._state = state
         self.wrote = False  # whether this process has written into the run directory yet
+        self.loggers: RunLoggers | None = None  # live views (logger group), mirroring what is recorded
 
     def restored(self) -> dict[str, Any] | None:
         """Return the state the experiment saved with its last checkpoint when this run resumes, else None;
@@ -107,6 +109,8 @@ class RunRecorder:
             write_metrics(self.run_dir, self.rows)
             self.summary.update(epochs_done=row.get("epoch", len(self.rows)), **fields)
             write_summary(self.run_dir, self.summary)
+        if self.loggers is not None:  # after the records: a logger never holds them up or changes them
+            self.loggers.epoch(row)
 
     def checkpoint(self, state: dict[str, Any]) -> None:
         """Save `state` as last.pt without a metrics row (progress inside an experiment that has no epochs)."""
