@@ -42,6 +42,7 @@ def numeric_columns(rows: list[dict[str, str]]) -> list[str]:
     return [c for c in rows[0] if all(number(r[c]) and r[c] not in ("nan", "inf") for r in rows)]
 
 
+@pytest.mark.slow  # MLflow's and TensorBoard's imports and store: seconds the unit tier keeps under 90 s
 def test_tensorboard_holds_every_metrics_column_per_epoch_the_hparams_and_the_figures(tmp_path, restored_process_state):
     pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed (pip install -e '.[tensorboard]')")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -61,6 +62,7 @@ def test_tensorboard_holds_every_metrics_column_per_epoch_the_hparams_and_the_fi
     assert hparams.Scalars("final/test_rmse")[0].value == pytest.approx(summary["test_rmse"], rel=1e-6)
 
 
+@pytest.mark.slow  # MLflow's and TensorBoard's imports and store: seconds the unit tier keeps under 90 s
 def test_mlflow_holds_the_config_as_params_the_metrics_per_epoch_and_the_figures(tmp_path, restored_process_state):
     pytest.importorskip("mlflow", reason="the mlflow extra is not installed (pip install -e '.[mlflow]')")
     from mlflow.tracking import MlflowClient
