@@ -31,15 +31,13 @@ def run_in_process(tmp_path: Path, name: str, extra: list[str]) -> Path:
     return run_dir
 
 
-def numeric_columns(rows: list[dict[str, str]]) -> list[str]:
-    def number(text: str) -> bool:
-        try:
-            float(text)
-            return True
-        except ValueError:
-            return False
+def numeric_columns(run_dir: Path) -> list[str]:
+    """Return the metrics.csv columns that hold a finite number in every row (what a logger plots)."""
+    import numpy as np
+    import pandas as pd
 
-    return [c for c in rows[0] if all(number(r[c]) and r[c] not in ("nan", "inf") for r in rows)]
+    numbers = pd.read_csv(run_dir / "metrics.csv").select_dtypes("number")
+    return [c for c in numbers if np.isfinite(numbers[c]).all()]
 
 
 @pytest.mark.slow  # MLflow's and TensorBoard's imports and store: seconds the unit tier keeps under 90 s
@@ -51,7 +49,7 @@ def test_tensorboard_holds_every_metrics_column_per_epoch_the_hparams_and_the_fi
     rows, summary = read_metrics(run_dir), read_summary(run_dir)
     events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0, "scalars": 0})
     events.Reload()
-    columns = numeric_columns(rows)
+    columns = numeric_columns(run_dir)
     assert {"train_loss", "test_rmse", "val_rmse"} <= set(columns) <= set(events.Tags()["scalars"])
     for column in columns:
         logged = [(e.step, e.value) for e in events.Scalars(column)]
@@ -73,7 +71,7 @@ def test_mlflow_holds_the_config_as_params_the_metrics_per_epoch_and_the_figures
     (run,) = client.search_runs([client.get_experiment_by_name("noderun").experiment_id])
     assert run.info.status == "FINISHED" and run.info.run_name == "ml"
     assert run.data.params == {k: str(v) for k, v in _flat(summary["key_config"]).items()}
-    for column in numeric_columns(rows):
+    for column in numeric_columns(run_dir):
         history = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, column))
         assert history == [(int(r["epoch"]), pytest.approx(float(r[column]), rel=1e-12)) for r in rows], column
     assert "spirals.png" in {a.path for a in client.list_artifacts(run.info.run_id)}
@@ -116,15 +114,15 @@ def test_a_sweeps_jobs_are_runs_of_one_group_in_both_loggers(tmp_path):
     pytest.importorskip("mlflow", reason="the mlflow extra is not installed")
     from mlflow.tracking import MlflowClient
 
-    # Four jobs two at a time on a new store: before the store was created under a lock, one job of four
-    # lost its MLflow run to a schema migration race.
-    result = run_noderun(["-m", *TINY_RNN, "seed=0,1,2,3", "logger=many", "hydra/launcher=joblib"], tmp_path, tmp_path)
+    # Two jobs at once on a new store (the race is between the jobs that find no store): before the store
+    # was created under a lock, one job of four (two at a time) lost its MLflow run to MLflow's migration.
+    result = run_noderun(["-m", *TINY_RNN, "seed=0,1", "logger=many", "hydra/launcher=joblib"], tmp_path, tmp_path)
     assert result.returncode == 0, result.stderr
     assert "WARNING" not in result.stdout + result.stderr
     (sweep,) = sweep_dirs(tmp_path)
     assert all(list((job / "tensorboard").glob("events.out.tfevents.*")) for job in job_dirs(sweep))
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name(f"sweep {sweep.name}").experiment_id])
-    assert sorted(r.info.run_name for r in runs) == [f"{sweep.name}/{job}" for job in range(4)]
-    assert {r.data.params["seed"] for r in runs} == {"0", "1", "2", "3"}
+    assert sorted(r.info.run_name for r in runs) == [f"{sweep.name}/{job}" for job in range(2)]
+    assert {r.data.params["seed"] for r in runs} == {"0", "1"}
     assert all(r.info.status == "FINISHED" for r in runs)
