@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 from noderun.errors import UserError
+from noderun.records import METRICS_FILE, SUMMARY_FILE
 
 log = logging.getLogger("noderun")
 
@@ -127,6 +128,7 @@ class MLflowLogger:
               artifact_root: Path) -> None:
         from mlflow.tracking import MlflowClient  # needs the mlflow extra
 
+        self.run_dir = run_dir
         self.client = MlflowClient(tracking_uri=tracking_uri)
         self.client.search_experiments(max_results=1)  # creates the store's tables, under the lock
         sweep = sweep_of(run_dir)
@@ -158,7 +160,8 @@ class MLflowLogger:
         self.client.log_batch(self.run_id, metrics=[Metric(k, v, now, step) for k, v in _numbers(row).items()])
 
     def end(self, summary: Mapping[str, Any], figures: list[Path]) -> None:
-        for path in figures:
+        records = [self.run_dir / name for name in (SUMMARY_FILE, METRICS_FILE) if (self.run_dir / name).is_file()]
+        for path in [*records, *figures]:
             self.client.log_artifact(self.run_id, str(path))
 
     def close(self, status: str = "FINISHED") -> None:

@@ -74,7 +74,7 @@ def test_mlflow_holds_the_config_as_params_the_metrics_per_epoch_and_the_figures
     for column in numeric_columns(run_dir):
         history = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, column))
         assert history == [(int(r["epoch"]), pytest.approx(float(r[column]), rel=1e-12)) for r in rows], column
-    assert "spirals.png" in {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"spirals.png", "summary.json", "metrics.csv"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
 
 
 def test_a_logger_that_raises_leaves_the_run_completed_with_the_same_records_and_one_warning(
