@@ -12,12 +12,13 @@ import fcntl
 import importlib.util
 import logging
 import math
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 from noderun.errors import UserError
-from noderun.records import METRICS_FILE, SUMMARY_FILE
+from noderun.records import METRICS_FILE, SUMMARY_FILE, flat_config
 
 log = logging.getLogger("noderun")
 
@@ -51,14 +52,10 @@ def _numbers(row: Mapping[str, Any]) -> dict[str, float]:
             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
 
 
-def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
+def flat_params(config: Mapping[str, Any]) -> dict[str, Any]:
     """Return a plain config as {dotted key: value}, lists as text (as params and hparams take them)."""
-    if isinstance(node, dict):
-        flat: dict[str, Any] = {}
-        for key, value in node.items():
-            flat.update(_flat(value, f"{prefix}{key}."))
-        return flat
-    return {prefix[:-1]: node if node is None or isinstance(node, (bool, int, float, str)) else str(node)}
+    return {k: v if v is None or isinstance(v, (bool, int, float, str)) else str(v)
+            for k, v in flat_config(dict(config)).items()}
 
 
 def sweep_of(run_dir: Path) -> Path | None:
@@ -75,7 +72,7 @@ class TensorBoardLogger:
     def __init__(self, run_dir: Path, config: Mapping[str, Any], summary: Mapping[str, Any]):
         from torch.utils.tensorboard import SummaryWriter  # needs the tensorboard extra
 
-        self.run_dir, self.config = run_dir, config
+        self.config = config
         self.writer = SummaryWriter(log_dir=str(run_dir / TENSORBOARD_DIR))
 
     def epoch(self, row: Mapping[str, Any], step: int) -> None:
@@ -88,7 +85,7 @@ class TensorBoardLogger:
 
         finals = {f"final/{k}": v for k, v in _numbers(summary).items()
                   if k in ("test_error", "test_rmse", "val_error", "val_rmse", "train_time_s", "params")}
-        hparams = {k: v if v is not None else "null" for k, v in _flat(dict(self.config)).items()}
+        hparams = {k: v if v is not None else "null" for k, v in flat_params(self.config).items()}
         self.writer.add_hparams(hparams, finals, run_name="hparams")
         for path in figures:
             self.writer.add_image(path.stem, matplotlib.image.imread(str(path))[..., :3], dataformats="HWC")
@@ -126,6 +123,7 @@ class MLflowLogger:
 
     def _open(self, run_dir: Path, config: Mapping[str, Any], summary: Mapping[str, Any], tracking_uri: str,
               artifact_root: Path) -> None:
+        from mlflow.entities import Param
         from mlflow.tracking import MlflowClient  # needs the mlflow extra
 
         self.run_dir = run_dir
@@ -145,16 +143,12 @@ class MLflowLogger:
         tags = {"noderun.run_dir": str(run_dir.resolve()), "noderun.task": str(summary.get("task")),
                 **{f"noderun.tag.{t}": "1" for t in summary.get("tags") or []}}
         self.run_id = self.client.create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
-        from mlflow.entities import Param
-
-        params = [Param(k, str(v)[:6000]) for k, v in _flat(dict(config)).items()]
+        params = [Param(k, str(v)[:6000]) for k, v in flat_params(config).items()]
         for start in range(0, len(params), 100):  # the store takes at most 100 params a call
             self.client.log_batch(self.run_id, params=params[start:start + 100])
 
     def epoch(self, row: Mapping[str, Any], step: int) -> None:
         from mlflow.entities import Metric
-
-        import time
 
         now = int(time.time() * 1000)
         self.client.log_batch(self.run_id, metrics=[Metric(k, v, now, step) for k, v in _numbers(row).items()])

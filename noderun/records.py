@@ -72,6 +72,16 @@ def write_bytes_atomically(path: Path, data: bytes | memoryview) -> None:
     _replace_atomically(path, write)
 
 
+def flat_config(node: Any, prefix: str = "") -> dict[str, Any]:
+    """Return a plain config as {dotted key: value} (lists kept as single values)."""
+    if not isinstance(node, dict):
+        return {prefix[:-1]: node}
+    flat: dict[str, Any] = {}
+    for key, value in node.items():
+        flat.update(flat_config(value, f"{prefix}{key}."))
+    return flat
+
+
 def metrics_columns(rows: list[dict[str, Any]]) -> list[str]:
     """Return the columns of a metrics table: every key of the rows, in the order they first appear."""
     return list(dict.fromkeys(key for row in rows for key in row))

@@ -4,8 +4,8 @@ and by the report alike, and one flattening of a config."""
 from __future__ import annotations
 
 from noderun.report.collect import _flat_config
-from noderun.run.identity import (NOT_A_SETTING, NOT_IN_KEY, differing_keys, flat_config, is_setting, key_config,
-                                  run_key)
+from noderun.records import flat_config
+from noderun.run.identity import NOT_A_SETTING, NOT_IN_KEY, differing_keys, is_setting, key_config, run_key
 from omegaconf import OmegaConf
 
 

@@ -13,7 +13,7 @@ import pytest
 from conftest import composed, job_dirs, read_metrics, run_noderun, sweep_dirs, without_timings
 from noderun.errors import UserError
 from noderun.experiments import EXPERIMENTS
-from noderun.loggers import LOGGERS, PACKAGES, _flat, check_backends
+from noderun.loggers import LOGGERS, PACKAGES, check_backends, flat_params
 from noderun.records import read_summary
 from noderun.run.lifecycle import EXIT_OK, run_experiment
 
@@ -70,7 +70,7 @@ def test_mlflow_holds_the_config_as_params_the_metrics_per_epoch_and_the_figures
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name("noderun").experiment_id])
     assert run.info.status == "FINISHED" and run.info.run_name == "ml"
-    assert run.data.params == {k: str(v) for k, v in _flat(summary["key_config"]).items()}
+    assert run.data.params == {k: str(v) for k, v in flat_params(summary["key_config"]).items()}
     for column in numeric_columns(run_dir):
         history = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, column))
         assert history == [(int(r["epoch"]), pytest.approx(float(r[column]), rel=1e-12)) for r in rows], column

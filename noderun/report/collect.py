@@ -12,9 +12,10 @@ import pandas as pd
 
 from noderun.plotting.registry import is_ode_model
 from noderun.records import (METRICS_FILE, NUMBER, PREDICTIONS_FILE, RUN_LINK_FILE, SUMMARY_FILE, BrokenRecord,
-                             is_kind, linked_run_dir, read_summary, shown, summary_problem, task_of, walk_folders)
+                             flat_config, is_kind, linked_run_dir, read_summary, shown, summary_problem, task_of,
+                             walk_folders)
 from noderun.safeio import printable
-from noderun.run.identity import config_as_today, flat_config, is_setting
+from noderun.run.identity import config_as_today, is_setting
 from noderun.report.files import CONFIG_FILE, BrokenRun, CsvSpec, read_csv_table, read_run_config
 
 # A preset's `reference:` block: a seed document's own figures, read by the table, never a row key.

@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from noderun.errors import UserError
-from noderun.records import SUMMARY_FILE, BrokenRecord, read_summary, walk_folders
+from noderun.records import SUMMARY_FILE, BrokenRecord, flat_config, read_summary, walk_folders
 
 # Config keys that say where things are kept or how they are shown, not what is computed: left out of
 # the run key, so they may differ between a run and its resumption.
@@ -131,16 +131,6 @@ def _same_dir(a: Path, b: Path) -> bool:
 def key_config(cfg: DictConfig) -> dict[str, Any]:
     """Return the part of the config that determines a run's results (hashed into its run key)."""
     return without_keys(OmegaConf.to_container(cfg, resolve=True), NOT_IN_KEY)
-
-
-def flat_config(node: Any, prefix: str = "") -> dict[str, Any]:
-    """Return a plain config as {dotted key: value} (lists kept as single values)."""
-    if not isinstance(node, dict):
-        return {prefix[:-1]: node}
-    flat: dict[str, Any] = {}
-    for key, value in node.items():
-        flat.update(flat_config(value, f"{prefix}{key}."))
-    return flat
 
 
 def differing_keys(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
