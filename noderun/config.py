@@ -1,34 +1,30 @@
-"""What a noderun command may ask for. `checked_overrides` reads a command line against the configs in
-noderun/conf before Hydra starts anything; `check_config` checks the values a run reads, in that
-pre-check and again in every run. Each mistake becomes one UserError line naming the bad value and
-what would be valid.
-
-The YAML files are the one place defaults live: a key's type is read from its default there, not
-restated here."""
+"""What a noderun command may ask for. Every key's type is the schema's (noderun.schema, registered in
+Hydra's ConfigStore), so Hydra's own composition refuses an unknown key or a value of the wrong type.
+`checked_overrides` composes each job of a command through Hydra's public API before anything starts
+and `check_config` checks the values a run reads (ranges, device, solver, folders), in that pre-check
+and again in every run: each mistake becomes one UserError line naming the bad value and what would be
+valid. The YAML files are the one place defaults live."""
 
 from __future__ import annotations
 
 import argparse
-import errno
 import math
-import os
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, ValueType
 from hydra.errors import HydraException
 from omegaconf import DictConfig, ListConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import OmegaConfBaseException, ValidationError
 
+from noderun import schema
 from noderun.errors import UserError
 from noderun.loggers import check_backends
-
-if TYPE_CHECKING:  # noderun.solvers imports torch: only for annotations here
-    from noderun.solvers import SolverSpec
+from noderun.safeio import unusable_folder_reason
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 GROUPS = ("model", "solver", "dataset", "trainer", "experiment", "logger")
@@ -36,25 +32,6 @@ DEVICES = ("auto", "cpu", "cuda", "cuda:N")
 # Launchers whose jobs run on this machine; any other (slurm) runs them elsewhere, where this
 # machine's CUDA devices and folders say nothing about the job's.
 _LOCAL_LAUNCHERS = ("basic", "joblib", "local", "submitit_local")
-# Whole numbers a run reads: (key, smallest value, whether null is allowed). Keys a config lacks are skipped.
-_WHOLE_NUMBERS = (("trainer.epochs", 1, False), ("trainer.batch_size", 1, False),
-                  ("trainer.eval_batch_size", 1, False), ("seed", 0, False), ("threads", 1, True),
-                  ("dataset.train_size", 1, True), ("dataset.val_size", 0, False), ("dataset.test_size", 1, True),
-                  ("dataset.crop_padding", 0, False), ("trainer.lr_decay_min_epochs", 0, False),
-                  *((f"model.{size}", 1, False) for size in ("hidden", "latent", "rec_hidden", "dec_hidden", "dyn_hidden")),
-                  ("model.plot_spirals", 0, False))
-# The largest whole number a run can take: torch holds numbers as 64-bit integers, and a seed is combined
-# with an epoch's number (seed x 100,003 + epoch: noderun.data.batches), so seeds stop far below that.
-_LARGEST_WHOLE = 2**63 - 1
-_LARGEST = {"seed": 2**32 - 1}
-# Numbers that must be above zero, and numbers that may be zero but not below (where a config has them).
-_POSITIVE = ("trainer.lr", "trainer.lr_decay_factor", "trainer.lr_final")
-_NON_NEGATIVE = ("trainer.momentum", "trainer.weight_decay", "dataset.noise_std")
-# true/false settings, checked where a config has them.
-_FLAGS = ("deterministic", "speed.compile", "model.adjoint", "dataset.augment", "trainer.progress",
-          "trainer.measure_step")
-# resume's default is false, but it also takes the path of a run directory.
-_ALSO_TEXT = ("resume",)
 _SWEEP_FUNCTIONS = (ValueType.GLOB_CHOICE_SWEEP, ValueType.RANGE_SWEEP, ValueType.INTERVAL_SWEEP)
 
 
@@ -198,31 +175,33 @@ class _Job:
 
     def with_value(self, value: Override) -> _Job:
         """Return this job with `value` in place of its own for that group or key."""
-        key = value.key_or_group
-        if _is_group(value):
-            return replace(self, groups=tuple(g for g in self.groups if g.key_or_group != key) + (value,))
-        return replace(self, values=tuple(v for v in self.values if v.key_or_group != key) + (value,))
+        key, own = value.key_or_group, ("groups" if _is_group(value) else "values")
+        return replace(self, **{own: tuple(o for o in getattr(self, own) if o.key_or_group != key) + (value,)})
 
 
 class _Composer:
-    """Hydra's composition of noderun's primary config, each set of group choices composed once."""
+    """Hydra's composition of noderun's primary config (hydra.compose), each set of overrides once."""
 
     def __init__(self) -> None:
         self._cache: dict[tuple[str, ...], DictConfig] = {}
 
-    def reference(self, groups: tuple[Override, ...]) -> DictConfig:
-        """Return the config those group choices give, without any value override: the defaults
-        that say each key's type. It holds the `hydra` node (the preset's sweep and mode)."""
+    def config(self, overrides: Iterable[Override]) -> DictConfig:
+        """Return the config those overrides give, with its `hydra` node (the preset's sweep and mode);
+        Hydra's errors are raised as they are."""
         import hydra
 
-        lines = tuple(sorted(g.input_line for g in groups))
+        lines = tuple(sorted(o.input_line for o in overrides))
         if lines not in self._cache:
-            try:
-                self._cache[lines] = hydra.compose("config", overrides=list(lines), return_hydra_config=True)
-            except (HydraException, OmegaConfBaseException, ValueError) as err:
-                raise UserError(f"cannot compose the config with {' '.join(lines) or 'no overrides'}: "
-                                f"{str(err).splitlines()[0]}") from None
+            self._cache[lines] = hydra.compose("config", overrides=list(lines), return_hydra_config=True)
         return self._cache[lines]
+
+    def reference(self, groups: tuple[Override, ...]) -> DictConfig:
+        """Return the config of those group choices alone, or raise UserError saying why it cannot be had."""
+        try:
+            return self.config(groups)
+        except (HydraException, OmegaConfBaseException, ValueError) as err:
+            raise UserError(f"cannot compose the config with {' '.join(g.input_line for g in groups) or 'no overrides'}"
+                            f": {str(err).splitlines()[0]}") from None
 
 
 def _expanded(overrides: list[Override], multirun: bool) -> list[list[Override]]:
@@ -299,77 +278,28 @@ def _unknown_key_message(plain: dict, key: str) -> str | None:
     return None
 
 
-def _kind(default: Any) -> tuple[Callable[[Any], bool], str] | None:
-    """Return (test, how to say it) for values of a default's type; None when anything goes (null, ???)."""
-    if isinstance(default, bool):
-        return (lambda v: isinstance(v, bool)), "true or false"
-    if isinstance(default, int):
-        return _is_whole, "a whole number"
-    if isinstance(default, float):
-        return _is_number, "a number"
-    if isinstance(default, str):
-        return (lambda v: isinstance(v, str)), "text"
-    if isinstance(default, (list, ListConfig)):
-        return (lambda v: isinstance(v, (list, ListConfig))), "a list, e.g. [a, b]"
-    if isinstance(default, (dict, DictConfig)):
-        return (lambda v: isinstance(v, (dict, DictConfig))), "a mapping, e.g. {key: value}"
-    return None
-
-
-def _default(reference: DictConfig, key: str) -> Any:
-    """Return the reference's resolved value at `key`; None (anything goes) where it is ??? or
-    cannot be resolved without the user's values."""
-    try:
-        return OmegaConf.select(reference, key, throw_on_missing=True)
-    except OmegaConfBaseException:
-        return None
-
-
-def _check_type(key: str, value: Any, default: Any) -> None:
-    """Raise UserError unless `value` has the type of `default` (an int where a float is; a bool is
-    not a number here)."""
-    if key in _ALSO_TEXT and isinstance(value, str):
-        return
-    kind = _kind(default)
-    if kind is None or kind[0](value):
-        return
-    valid = kind[1]
-    if valid == "text":
-        valid = f"text (quote it: {key}='{value}')"
-    elif key in _ALSO_TEXT:
-        valid = "true, false or the path of a run directory"
-    raise UserError(f"{key}={_shown(value)} is invalid; use {valid}")
-
 
 def _job_config(job: _Job, composer: _Composer) -> DictConfig:
-    """Return the job's composed config after checking that each key it sets exists and takes the
-    value's type; the values are applied as Hydra applies them (OmegaConf.update, merging)."""
+    """Return the job's config as Hydra composes it, or raise UserError for its first mistake: a key the
+    schema lacks (listing the keys there), + on a key that exists, a value of the wrong type."""
     reference = composer.reference(job.groups)
     plain = _plain(reference)
-    # The run's own keys only: copying the hydra node too would take ten times as long.
-    config = OmegaConf.masked_copy(reference, [k for k in reference if k != "hydra"])
     for override in job.values:
-        key = override.key_or_group
-        message = _unknown_key_message(plain, key)
-        if message:
+        message = _unknown_key_message(plain, override.key_or_group)
+        if message:  # + and ++ too, which Hydra would add to a typed config
             raise UserError(message)
         if override.is_add():
             raise UserError(f"{override.input_line} adds a key that already exists; write {override.input_line[1:]}")
-        value = override.value()
-        if not (isinstance(value, str) and "${" in value):  # an interpolation is checked once resolved, below
-            _check_type(key, value, _default(reference, key))
-        try:
-            OmegaConf.update(config, key, value, merge=True)
-        except OmegaConfBaseException as err:
-            raise UserError(f"{override.input_line} cannot be set ({str(err).splitlines()[0]})") from None
-    for override in job.values:
-        key = override.key_or_group
-        try:
-            value = OmegaConf.select(config, key, throw_on_missing=True)
-        except OmegaConfBaseException as err:
-            raise UserError(f"{override.input_line} cannot be resolved ({str(err).splitlines()[0]})") from None
-        _check_type(key, value, _default(reference, key))
-    return config
+    try:
+        return composer.config(job.groups + job.values)
+    except (HydraException, OmegaConfBaseException) as err:
+        cause = err.__cause__ if isinstance(err.__cause__, OmegaConfBaseException) else err
+        key = getattr(cause, "full_key", None)
+        value = next((o.value() for o in job.values if o.key_or_group == key), None)
+        if isinstance(cause, ValidationError) and key:
+            raise UserError(f"{key}={_shown(value)} is invalid; use {schema.valid_values(reference, key)}") from None
+        raise UserError(f"{' '.join(o.input_line for o in job.values)} cannot be set "
+                        f"({str(cause).splitlines()[0]})") from None
 
 
 def _check_sweep_function_keys(overrides: list[Override], reference: DictConfig) -> None:
@@ -464,37 +394,18 @@ def _is_multirun(overrides: list[Override], composer: _Composer, base: _Job) -> 
 
 # --- values a run needs ------------------------------------------------------------------------------
 
-def _is_whole(value: Any, least: int | None = None) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and (least is None or value >= least)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def _require(ok: bool, key: str, value: Any, valid: str) -> None:
     if not ok:
         raise UserError(f"{key}={_shown(value)} is invalid; use {valid}")
 
 
-_ABSENT = object()
-
-
 def _check_numbers(cfg: DictConfig) -> None:
-    for key, least, nullable in _WHOLE_NUMBERS:
-        value = OmegaConf.select(cfg, key, default=_ABSENT)
-        if value is _ABSENT or (nullable and value is None):
-            continue
-        most = _LARGEST.get(key, _LARGEST_WHOLE)
-        valid = f"a whole number >= {least}" if most == _LARGEST_WHOLE else f"a whole number from {least} to {most}"
-        _require(_is_whole(value, least) and value <= most, key, value, valid + (" or null" if nullable else ""))
-    for keys, least, valid in ((_POSITIVE, 0, "a number > 0"), (_NON_NEGATIVE, None, "a number >= 0")):
-        for key in keys:
-            value = OmegaConf.select(cfg, key, default=_ABSENT)
-            if value is not _ABSENT:
-                _require(_is_number(value) and math.isfinite(value) and (value > 0 if least == 0 else value >= 0),
-                         key, value, valid)
-    _check_finite(OmegaConf.to_container(cfg, resolve=False))  # an interpolation copies a key checked itself
+    """Raise UserError for a value its schema's rule refuses, and for any infinite or NaN number."""
+    problem = schema.rule_problem(cfg)
+    if problem:
+        key, value, rule = problem
+        _require(False, key, value, rule.valid())
+    _check_finite(_plain(cfg))  # an interpolation copies a key checked itself
 
 
 def _check_finite(node: Any, prefix: str = "") -> None:
@@ -508,8 +419,8 @@ def _check_finite(node: Any, prefix: str = "") -> None:
             _check_finite(value, prefix)
     elif isinstance(node, float) and not math.isfinite(node):
         raise UserError(f"{prefix[:-1]}={node} is invalid; use a finite number")
-    elif _is_whole(node) and abs(node) > _LARGEST_WHOLE:
-        raise UserError(f"{prefix[:-1]}={node} is invalid; use a whole number from {-_LARGEST_WHOLE} to {_LARGEST_WHOLE}")
+    elif isinstance(node, int) and not isinstance(node, bool) and abs(node) > schema.LARGEST_WHOLE:
+        raise UserError(f"{prefix[:-1]}={node} is invalid; use a whole number from {-schema.LARGEST_WHOLE} to {schema.LARGEST_WHOLE}")
 
 
 # A tag: a name to select runs by (noderun-report --tags), safe in a CSV cell, a file name and a shell.
@@ -529,12 +440,6 @@ def _check_labels(cfg: DictConfig) -> None:
              f"one line of at most {MAX_NOTE} printable characters, or null")
 
 
-def _check_flags(cfg: DictConfig) -> None:
-    for key in _FLAGS:
-        value = OmegaConf.select(cfg, key, default=True)
-        _require(isinstance(value, bool), key, value, "true or false")
-
-
 def _check_device(device: str, here: bool) -> None:
     """Raise UserError when CUDA (device=cuda or cuda:N, already a valid name) is asked for on a
     machine that has not got it."""
@@ -551,38 +456,9 @@ def _check_device(device: str, here: bool) -> None:
                         f"cuda:0 to cuda:{count - 1}; choose one of those, or device=cuda")
 
 
-def solver_spec(cfg: DictConfig) -> SolverSpec:
-    """Return the validated solver of a run's config (UserError naming a bad value)."""
-    from noderun.solvers import SolverSpec, validate_solver  # imports torch
-
-    s = cfg.solver
-    step_size, max_num_steps = s.get("step_size"), s.get("max_num_steps")
-    # validate_solver compares these with numbers; text there would end in a TypeError.
-    _require(step_size is None or _is_number(step_size), "solver.step_size", step_size, "a number > 0 or null")
-    _require(max_num_steps is None or _is_whole(max_num_steps), "solver.max_num_steps", max_num_steps,
-             "a whole number >= 1 or null")
-    return validate_solver(SolverSpec(method=s.method, rtol=s.rtol, atol=s.atol, step_size=step_size,
-                                      adjoint_norm=s.get("adjoint_norm", "default"),
-                                      scipy_method=s.get("scipy_method"), max_num_steps=max_num_steps,
-                                      path=s.get("path", "torchdiffeq")))
-
-
-def task_solver(cfg: DictConfig, method: str, rtol: float = 1e-3, atol: float = 1e-3,
-                step_size: float | None = None) -> SolverSpec:
-    """Return the validated solver a measurement task (tolerance, gradcheck, memory, solver_accuracy)
-    builds for a method, tolerances and step size of its own settings, on the run's solve path
-    (`solver.path`) where that path has the method, else on torchdiffeq's: the device path has only
-    some methods, and a task that compares many runs the others there. UserError for a bad value."""
-    from noderun.solvers import SolverSpec, validate_solver  # imports torch
-
-    path = OmegaConf.select(cfg, "solver.path", default=None)
-    if path == "device":  # SolverSpec's default path: the device path where it has the method
-        path = None
-    return validate_solver(SolverSpec(method=method, rtol=rtol, atol=atol, step_size=step_size, path=path))
-
-
 def _check_model_and_solver(cfg: DictConfig) -> None:
     from noderun.models import model_entry  # imports torch and every model
+    from noderun.solvers import solver_spec
 
     spec = solver_spec(cfg)
     entry = model_entry(str(cfg.model.name))
@@ -590,26 +466,6 @@ def _check_model_and_solver(cfg: DictConfig) -> None:
     if spec.method == "scipy_solver" and entry.is_ode and not cfg.model.get("adjoint", False):
         raise UserError(f"solver=scipy_solver gives no gradients to backpropagate through (model={cfg.model.name}); "
                         f"use it with a model that takes model.adjoint=true, or choose a torchdiffeq solver")
-
-
-def unusable_folder_reason(path: Path) -> str | None:
-    """Return why `path` is neither a folder nor creatable as one, in the OS's words (os.strerror),
-    or None. Creates nothing; an existing folder counts as usable even if read-only (a shared cache)."""
-    try:
-        if path.is_dir():
-            return None
-        if path.exists():
-            return os.strerror(errno.EEXIST)
-        existing = next(p for p in path.absolute().parents if p.exists())
-        if not existing.is_dir():
-            return os.strerror(errno.ENOTDIR)
-        if os.statvfs(existing).f_flag & os.ST_RDONLY:
-            return os.strerror(errno.EROFS)
-        if not os.access(existing, os.W_OK | os.X_OK):
-            return os.strerror(errno.EACCES)
-    except OSError as err:
-        return err.strerror or str(err)
-    return None
 
 
 def _check_dataset_root(cfg: DictConfig) -> None:
@@ -625,7 +481,6 @@ def _check_dataset_root(cfg: DictConfig) -> None:
 def _check_without_torch(cfg: DictConfig, here: bool) -> None:
     """The checks of check_config that need neither torch nor the models (fast to fail)."""
     _check_numbers(cfg)
-    _check_flags(cfg)
     _check_labels(cfg)
     if cfg.device not in ("auto", "cpu", "cuda") and not re.fullmatch(r"cuda:\d+", str(cfg.device)):
         raise UserError(f"device={_shown(cfg.device)} is invalid; choose one of: {', '.join(DEVICES)}")

@@ -135,3 +135,23 @@ def printable(text: str) -> str:
     """Return text with every unprintable character (a newline, a terminal escape) made a space, so
     that what a file holds prints as it is and cannot act on the terminal."""
     return "".join(c if c.isprintable() else " " for c in text)
+
+
+def unusable_folder_reason(path: Path) -> str | None:
+    """Return why `path` is neither a folder nor creatable as one, in the OS's words (os.strerror),
+    or None. Creates nothing; an existing folder counts as usable even if read-only (a shared cache)."""
+    try:
+        if path.is_dir():
+            return None
+        if path.exists():
+            return os.strerror(errno.EEXIST)
+        existing = next(p for p in path.absolute().parents if p.exists())
+        if not existing.is_dir():
+            return os.strerror(errno.ENOTDIR)
+        if os.statvfs(existing).f_flag & os.ST_RDONLY:
+            return os.strerror(errno.EROFS)
+        if not os.access(existing, os.W_OK | os.X_OK):
+            return os.strerror(errno.EACCES)
+    except OSError as err:
+        return err.strerror or str(err)
+    return None

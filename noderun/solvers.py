@@ -8,7 +8,7 @@ decided here.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -101,6 +101,28 @@ def validate_solver(spec: SolverSpec) -> SolverSpec:
             raise UserError("solver=scipy_solver needs SciPy; install it with 'pip install scipy'") from None
     return spec
 
+
+
+def solver_spec(cfg: Any) -> SolverSpec:
+    """Return the validated solver of a run's config (its `solver` group; UserError naming a bad value).
+    The group's types are the schema's (noderun.schema), so only the values are checked here."""
+    s = cfg.solver
+    return validate_solver(SolverSpec(method=s.method, rtol=s.rtol, atol=s.atol, step_size=s.get("step_size"),
+                                      adjoint_norm=s.get("adjoint_norm", "default"),
+                                      scipy_method=s.get("scipy_method"), max_num_steps=s.get("max_num_steps"),
+                                      path=s.get("path", "torchdiffeq")))
+
+
+def task_solver(cfg: Any, method: str, rtol: float = 1e-3, atol: float = 1e-3,
+                step_size: float | None = None) -> SolverSpec:
+    """Return the validated solver a measurement task (tolerance, gradcheck, memory, solver_accuracy)
+    builds for a method, tolerances and step size of its own settings, on the run's solve path
+    (`solver.path`) where that path has the method, else on torchdiffeq's: the device path has only
+    some methods, and a task that compares many runs the others there. UserError for a bad value."""
+    path = cfg.solver.get("path") if "solver" in cfg else None
+    if path == "device":  # SolverSpec's default path: the device path where it has the method
+        path = None
+    return validate_solver(SolverSpec(method=method, rtol=rtol, atol=atol, step_size=step_size, path=path))
 
 DIRECTIONS = ("forward", "backward")
 _STEP_STARTED, _ACCEPTED, _REJECTED = "callback_step", "callback_accept_step", "callback_reject_step"

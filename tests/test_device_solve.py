@@ -14,7 +14,8 @@ from hydra import compose, initialize_config_dir
 from torch import nn
 
 from noderun import solve
-from noderun.config import CONF_DIR, solver_spec
+from noderun.config import CONF_DIR
+from noderun.solvers import solver_spec
 from noderun.errors import UserError
 from noderun.experiments import gradcheck, memory, solver_accuracy, tolerance
 from noderun.experiments.classify import _model_fields
@@ -241,7 +242,7 @@ def test_bad_path_values_give_a_one_line_error(overrides, message):
 @pytest.mark.parametrize("path", ["device", "torchdiffeq"])
 def test_each_measurement_task_solves_on_the_configured_path(path):
     """tolerance, gradcheck, memory and solver_accuracy build solvers of their own settings
-    (noderun.config.task_solver): on the run's solver.path where it has the method, else torchdiffeq's."""
+    (noderun.solvers.task_solver): on the run's solver.path where it has the method, else torchdiffeq's."""
     gradcheck_cases = gradcheck.checked_settings(composed("experiment=gradcheck", f"solver.path={path}"))[0]
     assert [(name, spec.method, spec.path) for name, spec in gradcheck_cases] == \
         [("tight", "dopri5", path), ("loose", "dopri5", path), ("rk4", "rk4", path)]

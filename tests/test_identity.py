@@ -46,3 +46,21 @@ def test_flat_config_and_the_keys_that_differ():
     assert differing_keys(old, new) == []
     assert differing_keys(old, {**new, "solver": {"rtol": 0.01, "path": "device"}}) == ["solver.path", "solver.rtol"]
     assert "experiment" in NOT_A_SETTING
+
+
+def test_a_run_made_before_the_configs_were_typed_keeps_its_key():
+    # Typing the configs (noderun.schema) added null preset blocks to every config and dropped the t1 a
+    # preset had set on models that never read it (table1_rk4's MLP and ResNet): resume still finds such runs.
+    import hydra
+
+    from noderun.config import CONF_DIR
+    from noderun.run.identity import has_key
+
+    with hydra.initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        today = hydra.compose("config", overrides=["experiment=table1_rk4", "model=mlp"])
+    assert today.memory is None and "t1" not in today.model
+    old = key_config(today)
+    assert "memory" not in old  # a null block is no part of the key, as its absence was not
+    old["model"]["t1"] = 2.0
+    assert has_key({"key_config": old, "run_key": "from-before"}, run_key(key_config(today)))
+    assert not has_key({"key_config": {**old, "seed": 1}, "run_key": "x"}, run_key(key_config(today)))

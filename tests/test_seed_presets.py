@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from conftest import SWEEP_TRAINING, composed, single_error_line, single_run_dir
-from noderun.config import solver_spec
+from noderun.solvers import solver_spec
 from noderun.measure import NFECounter
 from noderun.models import MODELS, build_model, models_of_table
 from noderun.models.ode_block import ODEBlock

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from noderun.config import solver_spec
+from noderun.solvers import solver_spec
 from noderun.data.batches import epoch_generator, training_batches
 from noderun.data.image_data import ImageData
 from noderun.errors import UserError

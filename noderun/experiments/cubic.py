@@ -27,8 +27,7 @@ from noderun.run.recorder import RunRecorder
 from noderun.measure import NFECounter
 from noderun.train import TrainingFailure, training_steps
 from noderun.models.regression import REGRESSION_MODELS, build_regression_model
-from noderun.config import solver_spec
-from noderun.solvers import SolverSpec
+from noderun.solvers import SolverSpec, solver_spec
 from noderun.experiments.common import task_settings
 
 log = logging.getLogger("noderun")

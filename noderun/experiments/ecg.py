@@ -25,7 +25,7 @@ from noderun.run.recorder import RunRecorder
 from noderun.measure import NFECounter, peak_memory_mb, reset_peak_memory
 from noderun.models import count_parameters
 from noderun.models.ecg import ECG_MODELS, build_ecg_model
-from noderun.config import solver_spec
+from noderun.solvers import solver_spec
 from noderun.experiments.common import task_settings
 from noderun.train import TrainingFailure, train_epoch
 

@@ -16,8 +16,7 @@ from noderun.errors import UserError
 from noderun.run.recorder import RunRecorder
 from noderun.measure import NFECounter, relative_error
 from noderun.models import DOWNSAMPLING, ODE_NET, build_model
-from noderun.config import task_solver
-from noderun.solvers import SolverSpec
+from noderun.solvers import SolverSpec, task_solver
 from noderun.experiments.common import task_settings, training_batch
 
 log = logging.getLogger("noderun")
@@ -29,7 +28,7 @@ OVERALL = "all"  # the `parameter` of the row over every parameter tensor togeth
 
 def case_spec(cfg: DictConfig, case: DictConfig) -> SolverSpec:
     """Return the validated solver of one case: an adaptive method at rtol = atol = tol, or a fixed
-    grid with step_size; on the run's solve path where it has the method (noderun.config.task_solver)."""
+    grid with step_size; on the run's solve path where it has the method (noderun.solvers.task_solver)."""
     tol = case.get("tol", 1e-3)
     return task_solver(cfg, case.method, tol, tol, case.get("step_size"))
 

@@ -18,8 +18,7 @@ from noderun.errors import UserError
 from noderun.run.recorder import RunRecorder
 from noderun.measure import NFECounter, SavedTensorBytes, peak_memory_mb, reset_peak_memory, wait_for
 from noderun.models import DOWNSAMPLING, MODELS, build_model, models_of_table
-from noderun.config import task_solver
-from noderun.solvers import FIXED_GRID_METHODS, SolverSpec
+from noderun.solvers import FIXED_GRID_METHODS, SolverSpec, task_solver
 from noderun.experiments.common import task_settings, training_batch
 
 log = logging.getLogger("noderun")
@@ -30,7 +29,7 @@ CSV_FILE = "memory.csv"
 def checked_settings(cfg: DictConfig) -> tuple[list[int], SolverSpec, int, str]:
     """Return (steps, solver, batch_size, downsampling) of the run's memory settings, or raise UserError.
     The solver is memory.method at one step on [0, 1], on the run's solve path where it has the method
-    (noderun.config.task_solver); model_of_depth divides that step."""
+    (noderun.solvers.task_solver); model_of_depth divides that step."""
     settings = task_settings(cfg)
     steps = list(settings.steps)
     if not steps or not all(isinstance(n, int) and n >= 1 for n in steps):

@@ -34,7 +34,7 @@ from noderun.models import MODELS, build_model, count_parameters
 from noderun.models.reference import REFERENCES
 from noderun.models.sequence import OBJECTIVES, gather_times, training_note
 from noderun.records import PREDICTIONS_FILE
-from noderun.config import solver_spec
+from noderun.solvers import solver_spec
 from noderun.train import training_steps
 
 log = logging.getLogger("noderun")

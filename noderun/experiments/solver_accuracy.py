@@ -15,8 +15,7 @@ from torch import nn
 
 from noderun.errors import UserError
 from noderun.run.recorder import RunRecorder
-from noderun.config import task_solver
-from noderun.solvers import METHODS, SolverSpec, SolveStats, integrate
+from noderun.solvers import METHODS, SolveStats, SolverSpec, integrate, task_solver
 from noderun.experiments.common import task_settings
 
 log = logging.getLogger("noderun")
@@ -40,7 +39,7 @@ def exact_solution(t: torch.Tensor) -> torch.Tensor:
 def cases(cfg: DictConfig) -> list[SolverSpec]:
     """Return the validated solvers to compare: each fixed-grid method at each step size, each
     adaptive one at each tolerance (rtol = atol), each on the run's solve path where it has the method
-    (noderun.config.task_solver); raise UserError for an unknown method."""
+    (noderun.solvers.task_solver); raise UserError for an unknown method."""
     settings = task_settings(cfg)
     specs = []
     for method in settings.methods:

@@ -20,8 +20,7 @@ from noderun.run.recorder import RunRecorder
 from noderun.measure import NFECounter, relative_error
 from noderun.models import MODELS, ODE_NET
 from noderun.models.ode_block import ODEBlock
-from noderun.config import task_solver
-from noderun.solvers import SolverSpec, integrate
+from noderun.solvers import SolverSpec, integrate, task_solver
 from noderun.experiments.common import load_data, task_settings
 from noderun.models.trained import model_at, trained_run
 from noderun.train import evaluate
@@ -83,7 +82,7 @@ def tolerance_row(model: nn.Module, data: ImageData, batch_size: int, h0: torch.
 def checked_settings(cfg: DictConfig) -> tuple[list[SolverSpec], int, SolverSpec]:
     """Return (one solver per tolerance, loosest first; batch_size; reference solver) of the run's
     tolerance settings, or raise UserError. Each solver is on the run's solve path where it has the
-    method (noderun.config.task_solver)."""
+    method (noderun.solvers.task_solver)."""
     settings = task_settings(cfg)
     tolerances = list(settings.tolerances)
     if not tolerances:
