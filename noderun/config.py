@@ -338,6 +338,18 @@ def _check_sweep_base(overrides: list[Override], composer: _Composer) -> None:
                         f"choose the group these keys belong to on the command line too, e.g. dataset=spirals)") from None
 
 
+def _check_read(job: _Job, config: DictConfig, own: set[str]) -> None:
+    """Raise UserError for a setting or group choice of the command line (keys `own`) that the job's task
+    does not read (schema.TASK_READS): it would be accepted, ignored, and make another run."""
+    task = str(config.task)
+    for override in job.groups + job.values:
+        key = override.key_or_group
+        read = schema.reads_whole(task, key) if _is_group(override) else schema.reads(task, key)
+        if key in own and not read:
+            raise UserError(f"{override.input_line}: task {task} does not read {key} (it reads "
+                            f"{', '.join(schema.TASK_READS[task])}, besides seed, device and the like); leave it out")
+
+
 def _runs_here(overrides: list[Override]) -> bool:
     """Return whether the command's jobs run on this machine (not through a cluster launcher)."""
     launcher = _hydra_choice(overrides, "hydra/launcher")
@@ -372,9 +384,11 @@ def checked_overrides(args: list[str]) -> bool:
             _check_sweep_base(overrides, composer)
         _check_sweep_function_keys(overrides, composer.reference(jobs[0].groups))
         configs = []
+        own = {o.key_or_group for o in overrides if not o.is_hydra_override()} - {"experiment"}
         for job in jobs:
             with _naming_the_job(job, jobs[0]):
                 configs.append(_job_config(job, composer))
+                _check_read(job, configs[-1], own)
     here = _runs_here(overrides)
     # Every job's checks that need no torch first: a mistake is said in a fraction of a second.
     for job, config in zip(jobs, configs):

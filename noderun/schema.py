@@ -309,6 +309,61 @@ class Config:
 PRESET_BLOCKS = ("caption", "reference", "memory", "gradcheck", "tolerance", "solver_accuracy", "cubic", "ecg")
 
 
+# The keys every run reads, whatever its task, and what each task (noderun.experiments.EXPERIMENTS) reads
+# besides: a dotted key stands for itself and every key under it. A key no task of the run reads is
+# refused when set on the command line (noderun.config) and left out of the run key (noderun.run.identity):
+# `experiment=ecg trainer.lr=0.05` would otherwise be accepted, ignored, and make another run.
+ALWAYS_READ = ("task", "seed", "tags", "note", "device", "resume", "threads", "deterministic", "paths", "logger",
+               "caption", "reference")
+TASK_READS = {
+    "train": ("model", "solver", "dataset", "trainer", "speed"),
+    "timeseries": ("model", "solver", "dataset", "trainer"),
+    "cubic": ("cubic", "solver", "dataset"),
+    "ecg": ("ecg", "solver", "dataset", "trainer.progress"),
+    # the measurement tasks build their own solvers from their settings, on the run's solve path
+    "memory": ("memory", "solver.path", "dataset"),
+    "gradcheck": ("gradcheck", "solver.path", "dataset"),
+    "tolerance": ("tolerance", "ckpt", "solver.path", "dataset"),
+    "solver_accuracy": ("solver_accuracy", "solver.path"),
+}
+
+
+def reads(task: str, dotted_key: str) -> bool:
+    """Return whether a run of `task` reads the key (or part of the group) `dotted_key`; an unknown task
+    reads everything (the lifecycle refuses it by name)."""
+    if task not in TASK_READS:
+        return True
+    return any(dotted_key == k or dotted_key.startswith(k + ".") or k.startswith(dotted_key + ".")
+               for k in ALWAYS_READ + TASK_READS[task])
+
+
+def reads_whole(task: str, dotted_key: str) -> bool:
+    """Return whether a run of `task` reads all of `dotted_key` (a group choice replaces all of it)."""
+    if task not in TASK_READS:
+        return True
+    return any(dotted_key == k or dotted_key.startswith(k + ".") for k in ALWAYS_READ + TASK_READS[task])
+
+
+def read_part(plain: dict, task: str) -> dict:
+    """Return a plain config with only the keys a run of `task` reads (a copy of the parts kept)."""
+    if task not in TASK_READS:
+        return plain
+    kept: dict = {}
+    for key in ALWAYS_READ + TASK_READS[task]:
+        *parents, last = key.split(".")
+        source, target = plain, kept
+        for part in parents:
+            if not isinstance(source.get(part), dict):
+                break
+            source, target = source[part], target.setdefault(part, {})
+        else:
+            if last in source:
+                target[last] = source[last]
+    known = {k.split(".")[0] for k in ALWAYS_READ + tuple(k for ks in TASK_READS.values() for k in ks)}
+    kept.update({k: v for k, v in plain.items() if k not in known})  # a key no schema knows: kept as it was
+    return kept
+
+
 SCHEMAS: Dict[str, Dict[str, type]] = {
     "solver": {"fixed": FixedStepSolver, "adaptive": AdaptiveSolver, "scipy": ScipySolver},
     "model": {"mlp": MLPModel, "resnet": ResNetModel, "rknet": RKNetModel, "odenet": ODENetModel,

@@ -60,6 +60,11 @@ def run_cli(monkeypatch, tmp_path, capsys):
     (["tags=[paper,'a b']"], ["tags=", "names of letters, digits"]),
     (["tags=[1]"], ["tags=[1]", "names of letters, digits"]),
     (["note='two\nlines'"], ["note=", "one line of at most 300 printable characters"]),
+    # a setting the chosen task does not read (issue 31): accepted and ignored, it would make another run
+    (["experiment=ecg", "dataset.path=beats.csv", "trainer.lr=0.05"], ["trainer.lr=0.05", "task ecg", "ecg, solver"]),
+    (["experiment=tolerance", "model=resnet"], ["model=resnet", "task tolerance does not read model"]),
+    (["experiment=memory", "solver=euler"], ["solver=euler", "task memory", "solver.path"]),
+    (["-m", "experiment=memory,gradcheck", "model.t1=2"], ["model.t1=2", "task memory"]),
 ])
 def test_mistake_exits_2_with_one_line_naming_it(run_cli, args, words):
     code, lines = run_cli(*args)
@@ -95,6 +100,8 @@ def test_dataset_root_that_cannot_be_created_is_refused(run_cli, tmp_path):
     ["-m", "seed=range(3)", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
     ["resume=true"],
     ["tags=[paper,v2.1]", "note='the baseline, again'"],
+    ["experiment=memory", "solver.path=torchdiffeq", "dataset.root=data"],
+    ["experiment=ecg", "dataset.path=beats.csv", "trainer.progress=false", "solver.rtol=1e-4"],
 ])
 def test_good_command_passes_the_pre_check(args):
     checked_overrides(args)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from noderun.report.collect import _flat_config
 from noderun.records import flat_config
-from noderun.run.identity import NOT_A_SETTING, NOT_IN_KEY, differing_keys, is_setting, key_config, run_key
+from noderun.run.identity import (NOT_A_SETTING, NOT_IN_KEY, differing_keys, is_setting, key_config, run_key,
+                                  without_keys)
 from omegaconf import OmegaConf
 
 
@@ -64,3 +65,23 @@ def test_a_run_made_before_the_configs_were_typed_keeps_its_key():
     old["model"]["t1"] = 2.0
     assert has_key({"key_config": old, "run_key": "from-before"}, run_key(key_config(today)))
     assert not has_key({"key_config": {**old, "seed": 1}, "run_key": "x"}, run_key(key_config(today)))
+
+
+def test_a_key_the_task_does_not_read_is_no_part_of_its_run_key():
+    import hydra
+
+    from noderun.config import CONF_DIR
+    from noderun.run.identity import has_key
+
+    with hydra.initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        memory = hydra.compose("config", overrides=["experiment=memory"])
+        other_lr = hydra.compose("config", overrides=["experiment=memory", "trainer.lr=0.5", "model=resnet"])
+        other_path = hydra.compose("config", overrides=["experiment=memory", "solver.path=torchdiffeq"])
+        train = hydra.compose("config", overrides=["trainer.lr=0.5"])
+    key = key_config(memory)
+    assert "trainer" not in key and "model" not in key and set(key["solver"]) == {"path"}
+    assert run_key(key_config(other_lr)) == run_key(key) != run_key(key_config(other_path))
+    assert key_config(train)["trainer"]["lr"] == 0.5  # Table 1's training reads the trainer
+    # a memory run recorded before (its key config held every group) is found by today's key
+    old = without_keys({**OmegaConf.to_container(memory, resolve=True), "speed": {"compile": False}}, NOT_IN_KEY)
+    assert has_key({"key_config": old, "run_key": "from-before"}, run_key(key))

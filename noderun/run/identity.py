@@ -15,7 +15,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from noderun.errors import UserError
 from noderun.records import SUMMARY_FILE, BrokenRecord, flat_config, read_summary, walk_folders
-from noderun.schema import PRESET_BLOCKS
+from noderun.schema import PRESET_BLOCKS, read_part
 
 # Config keys that say where things are kept or how they are shown, not what is computed: left out of
 # the run key, so they may differ between a run and its resumption.
@@ -86,7 +86,7 @@ def config_as_today(old: Mapping[str, Any]) -> dict[str, Any]:
     """Return an earlier run's config or key config (plain dicts) as today's config would write it for
     the same computation: without RETIRED_KEYS, and with each of ADDED_KEYS (and of its dataset's
     ADDED_DATASET_KEYS) it lacks set to the value that computes what it did, without the keys its model
-    never read (UNREAD_MODEL_KEYS) and without null preset blocks. Resume compares and finds runs by it; noderun-report reads their configs by it."""
+    never read (UNREAD_MODEL_KEYS), null preset blocks and keys its task does not read. Resume compares and finds runs by it; noderun-report reads their configs by it."""
     plain = without_keys(copy.deepcopy(dict(old)), RETIRED_KEYS, prune=True)
     for dotted, value in ADDED_KEYS.items():
         *parents, last = dotted.split(".")
@@ -100,12 +100,14 @@ def config_as_today(old: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(model, dict):
         for key in UNREAD_MODEL_KEYS.get(str(model.get("name")), ()):
             model.pop(key, None)
-    return _without_null_blocks(plain)
+    return _computing_part(plain)
 
 
-def _without_null_blocks(plain: dict[str, Any]) -> dict[str, Any]:
-    """Return a plain config without the preset blocks (schema.PRESET_BLOCKS) that are null: such a block
-    says what its absence said before the configs were typed, so old and new configs compare alike."""
+def _computing_part(plain: dict[str, Any]) -> dict[str, Any]:
+    """Return the part of a plain config its task reads (schema.read_part), without the preset blocks
+    (schema.PRESET_BLOCKS) that are null: such a block says what its absence said before the configs were
+    typed, and a key the task never reads computes nothing, so old and new configs compare alike."""
+    plain = read_part(plain, str(plain.get("task")))
     return without_keys(plain, [k for k in PRESET_BLOCKS if k in plain and plain[k] is None])
 
 
@@ -145,9 +147,9 @@ def _same_dir(a: Path, b: Path) -> bool:
 
 
 def key_config(cfg: DictConfig) -> dict[str, Any]:
-    """Return the part of the config that determines a run's results (hashed into its run key); a
-    preset's block that is null (schema.PRESET_BLOCKS) is left out, as before the configs were typed."""
-    return _without_null_blocks(without_keys(OmegaConf.to_container(cfg, resolve=True), NOT_IN_KEY))
+    """Return the part of the config that determines a run's results (hashed into its run key): what its
+    task reads (schema.TASK_READS), less NOT_IN_KEY and the preset blocks that are null."""
+    return _computing_part(without_keys(OmegaConf.to_container(cfg, resolve=True), NOT_IN_KEY))
 
 
 def differing_keys(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
