@@ -27,7 +27,7 @@ from noderun.loggers import check_backends
 from noderun.safeio import unusable_folder_reason
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
-GROUPS = ("model", "solver", "dataset", "trainer", "experiment", "logger")
+GROUPS = ("model", "solver", "dataset", "trainer", "task", "experiment", "logger")
 DEVICES = ("auto", "cpu", "cuda", "cuda:N")
 # Launchers whose jobs run on this machine; any other (slurm) runs them elsewhere, where this
 # machine's CUDA devices and folders say nothing about the job's.

@@ -254,6 +254,89 @@ class SequenceTrainer:
     objective: str = "extrapolate"
 
 
+# --- task settings (conf/task/NAME.yaml, under the task's name) ----------------------------------------
+
+@dataclass
+class MemorySettings:
+    models: List[str] = field(default_factory=lambda: ["resnet", "rknet", "odenet"])
+    steps: List[int] = field(default_factory=lambda: [1, 2, 4, 8, 16, 32, 64])
+    method: str = "rk4"
+    batch_size: int = whole(32, 1)
+    downsampling: str = "conv"
+
+
+@dataclass
+class GradcheckSettings:
+    batch_size: int = whole(16, 1)
+    dtype: str = "float64"
+    downsampling: str = "conv"
+    # each {name, method, tol} (adaptive) or {name, method, step_size} (fixed grid)
+    cases: List[Dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class ToleranceSettings:
+    method: str = "dopri5"
+    tolerances: List[float] = field(default_factory=list)
+    batch_size: int = whole(128, 1)
+    reference_method: str = "dopri5"
+    reference_tol: float = positive(1e-9)
+
+
+@dataclass
+class SolverAccuracySettings:
+    t_end: float = positive(5.0)
+    output_points: int = whole(51, 2)
+    methods: List[str] = field(default_factory=list)
+    step_sizes: List[float] = field(default_factory=list)
+    tolerances: List[float] = field(default_factory=list)
+    figure_methods: List[str] = field(default_factory=list)
+    figure_step_size: float = positive(0.1)
+
+
+@dataclass
+class CubicFit:
+    """One model's fits in the cubic task: its learning rate, iterations and learning-rate sweep."""
+
+    lr: float = positive(0.01)
+    iterations: int = whole(1000, 1)
+    lr_sweep: List[float] = field(default_factory=list)
+
+
+@dataclass
+class CubicRandomSets:
+    count: int = whole(5, 0)
+    n_train: int = whole(20, 1)
+    low: float = -3.0
+    high: float = 3.0
+
+
+@dataclass
+class CubicSettings:
+    width: int = whole(20, 1)
+    adjoint: bool = True
+    resnet: CubicFit = field(default_factory=CubicFit)
+    odenet: CubicFit = field(default_factory=CubicFit)
+    random_sets: CubicRandomSets = field(default_factory=CubicRandomSets)
+    seed_document: Dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class ECGSettings:
+    models: List[str] = field(default_factory=lambda: ["resnet", "odenet"])
+    channels: int = whole(32, 1)
+    epochs: int = whole(25, 1)
+    batch_size: int = whole(128, 1)
+    eval_batch_size: int = whole(1000, 1)
+    lr: float = positive(0.01)
+    momentum: float = non_negative(0.9)
+    adjoint: bool = True
+    test_fraction: float = 0.2
+    train_size: Optional[int] = whole(None, 1, nullable=True)
+    test_size: Optional[int] = whole(None, 1, nullable=True)
+    seed_document: Dict[str, Any] = field(default_factory=dict)
+
+
 # --- logger and the primary config -------------------------------------------------------------------
 
 @dataclass
@@ -295,13 +378,13 @@ class Config:
     logger: Any = MISSING
     caption: Optional[str] = None
     reference: Optional[Dict[str, Any]] = None
-    # A measurement task's settings, under the task's name (experiment=memory, ...): each task checks its own.
-    memory: Optional[Dict[str, Any]] = None
-    gradcheck: Optional[Dict[str, Any]] = None
-    tolerance: Optional[Dict[str, Any]] = None
-    solver_accuracy: Optional[Dict[str, Any]] = None
-    cubic: Optional[Dict[str, Any]] = None
-    ecg: Optional[Dict[str, Any]] = None
+    # A task's settings, under the task's name (conf/task/NAME.yaml, chosen by task=NAME or its preset).
+    memory: Optional[MemorySettings] = None
+    gradcheck: Optional[GradcheckSettings] = None
+    tolerance: Optional[ToleranceSettings] = None
+    solver_accuracy: Optional[SolverAccuracySettings] = None
+    cubic: Optional[CubicSettings] = None
+    ecg: Optional[ECGSettings] = None
 
 
 # The blocks of Config only some presets set: null elsewhere, which says what their absence said before the

@@ -65,6 +65,12 @@ def run_cli(monkeypatch, tmp_path, capsys):
     (["experiment=tolerance", "model=resnet"], ["model=resnet", "task tolerance does not read model"]),
     (["experiment=memory", "solver=euler"], ["solver=euler", "task memory", "solver.path"]),
     (["-m", "experiment=memory,gradcheck", "model.t1=2"], ["model.t1=2", "task memory"]),
+    # a task's settings are typed too (noderun.schema), checked before anything runs
+    (["experiment=memory", "memory.batch_size=0"], ["memory.batch_size=0", ">= 1"]),
+    (["experiment=cubic", "cubic.resnet.iterations=abc"], ["cubic.resnet.iterations='abc'", "whole number"]),
+    (["experiment=ecg", "dataset.path=x.csv", "ecg.lr=0"], ["ecg.lr=0", "> 0"]),
+    (["experiment=memory", "memory.depth=3"], ["unknown key memory.depth", "models, steps, method"]),
+    (["task=fit"], ["unknown task 'fit'", "memory", "timeseries"]),
 ])
 def test_mistake_exits_2_with_one_line_naming_it(run_cli, args, words):
     code, lines = run_cli(*args)
@@ -102,6 +108,7 @@ def test_dataset_root_that_cannot_be_created_is_refused(run_cli, tmp_path):
     ["tags=[paper,v2.1]", "note='the baseline, again'"],
     ["experiment=memory", "solver.path=torchdiffeq", "dataset.root=data"],
     ["experiment=ecg", "dataset.path=beats.csv", "trainer.progress=false", "solver.rtol=1e-4"],
+    ["task=gradcheck", "gradcheck.batch_size=4"],
 ])
 def test_good_command_passes_the_pre_check(args):
     checked_overrides(args)

@@ -53,3 +53,14 @@ def test_a_rule_says_its_values_and_finds_the_first_value_it_refuses():
     assert schema.valid_values(cfg, "dataset.train_size") == "a whole number >= 1 or null"
     assert schema.valid_values(cfg, "tags") == "a list, e.g. [a, b]"
     assert schema.valid_values(cfg, "deterministic") == "true or false"
+
+
+def test_the_task_group_mirrors_the_experiments_and_says_what_each_reads():
+    from noderun.experiments import EXPERIMENTS
+
+    assert set(group_options("task")) == set(EXPERIMENTS) == set(schema.TASK_READS)
+    for task in EXPERIMENTS:
+        cfg = _compose([f"task={task}"])
+        assert cfg.task == task
+        settings = cfg.get(task)  # a task with settings holds them under its own name, typed
+        assert settings is None or dataclasses.is_dataclass(OmegaConf.get_type(settings)), task

@@ -51,15 +51,12 @@ def dataset_for(cfg: DictConfig, seed: int, **overrides) -> RegressionData:
 
 
 def model_settings(settings: DictConfig, name: str) -> DictConfig:
-    """Return a model's block of the task settings (lr, iterations, lr_sweep), checked."""
-    block = settings.get(name)
-    if not isinstance(block, DictConfig):
-        raise UserError(f"cubic.{name} is missing; it needs lr, iterations and lr_sweep")
-    for lr in [block.lr, *block.lr_sweep]:
-        if not (isinstance(lr, (int, float)) and lr > 0):
-            raise UserError(f"cubic.{name}: learning rate {lr} is invalid; use numbers > 0")
-    if not (isinstance(block.iterations, int) and block.iterations >= 1):
-        raise UserError(f"cubic.{name}.iterations={block.iterations} is invalid; use a whole number >= 1")
+    """Return a model's block of the task settings (lr, iterations, lr_sweep: typed by
+    noderun.schema.CubicFit), its learning-rate sweep checked."""
+    block = settings[name]
+    for lr in block.lr_sweep:
+        if not lr > 0:
+            raise UserError(f"cubic.{name}.lr_sweep: learning rate {lr} is invalid; use numbers > 0")
     return block
 
 

@@ -64,10 +64,6 @@ def load_splits(cfg: DictConfig, settings: DictConfig) -> tuple[tuple, tuple]:
         if n_test >= len(labels):
             raise UserError(f"{d.path} has {len(labels)} rows: too few to hold out a test split")
         test, train = (signals[order[:n_test]], labels[order[:n_test]]), (signals[order[n_test:]], labels[order[n_test:]])
-    for key in ("train_size", "test_size"):
-        value = settings.get(key)
-        if value is not None and not (isinstance(value, int) and value >= 1):
-            raise UserError(f"ecg.{key}={value} is invalid; use a whole number >= 1 or null for all rows")
     return (seeded_subset(*train, settings.get("train_size"), seed),
             seeded_subset(*test, settings.get("test_size"), seed + 1))
 

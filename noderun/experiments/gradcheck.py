@@ -39,8 +39,6 @@ def checked_settings(cfg: DictConfig) -> tuple[list[tuple[str, SolverSpec]], tor
     settings = task_settings(cfg)
     if settings.dtype not in DTYPES:
         raise UserError(f"gradcheck.dtype={settings.dtype!r} is invalid; choose one of: {', '.join(DTYPES)}")
-    if not isinstance(settings.batch_size, int) or settings.batch_size < 1:
-        raise UserError(f"gradcheck.batch_size={settings.batch_size} is invalid; use a whole number >= 1")
     if settings.downsampling not in DOWNSAMPLING:
         raise UserError(f"gradcheck.downsampling={settings.downsampling!r} is invalid; choose one of: "
                         f"{', '.join(DOWNSAMPLING)}")

@@ -27,7 +27,8 @@ CSV_FILE = "memory.csv"
 
 
 def checked_settings(cfg: DictConfig) -> tuple[list[int], SolverSpec, int, str]:
-    """Return (steps, solver, batch_size, downsampling) of the run's memory settings, or raise UserError.
+    """Return (steps, solver, batch_size, downsampling) of the run's memory settings (typed by
+    noderun.schema.MemorySettings), or raise UserError for a value its type allows and the task does not.
     The solver is memory.method at one step on [0, 1], on the run's solve path where it has the method
     (noderun.solvers.task_solver); model_of_depth divides that step."""
     settings = task_settings(cfg)
@@ -37,8 +38,6 @@ def checked_settings(cfg: DictConfig) -> tuple[list[int], SolverSpec, int, str]:
     if settings.method not in FIXED_GRID_METHODS:
         raise UserError(f"memory.method={settings.method!r} is invalid; depth needs a fixed grid: choose one of: "
                         f"{', '.join(FIXED_GRID_METHODS)}")
-    if not isinstance(settings.batch_size, int) or settings.batch_size < 1:
-        raise UserError(f"memory.batch_size={settings.batch_size} is invalid; use a whole number >= 1")
     if settings.downsampling not in DOWNSAMPLING:
         raise UserError(f"memory.downsampling={settings.downsampling!r} is invalid; choose one of: "
                         f"{', '.join(DOWNSAMPLING)}")
