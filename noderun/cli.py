@@ -19,12 +19,22 @@ from omegaconf import DictConfig, OmegaConf
 from noderun.config import CONF_DIR, checked_overrides, parsed_command
 from noderun.errors import UserError
 from noderun.parallel import threads_per_job
+from noderun.plugins import load_plugins
 from noderun.safeio import DISK_FULL, printable
 
 # noderun's hydra/launcher/joblib.yaml sets its own defaults (2 jobs) on the joblib plugin's schema of the
 # same name; Hydra merges the two as intended, but warns of the naming three times a sweep and once in every
 # joblib worker. Filtered on import, as the workers import this module to run their jobs.
 warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/joblib' is validated against ConfigStore schema")
+# Plugins register their models and their configs' types before any config is composed: here, on import,
+# as every job process of a sweep (joblib, submitit) imports this module to run its job; main() says a
+# plugin that fails to load in one line.
+try:
+    load_plugins()
+except UserError as _plugin_error:
+    PLUGIN_ERROR: UserError | None = _plugin_error
+else:
+    PLUGIN_ERROR = None
 _OUTPUT_OVERRIDE = re.compile(r"^(paths\.output_root|hydra\.run\.dir|hydra\.sweep\.dir)=(.+)$")
 # Less free space than this under the output folder is a full disk: a run could not write its first
 # records (a 2-epoch Table 2 run of 20 spirals wrote 290 KiB, measured with du: checkpoints, predictions,
@@ -126,6 +136,8 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         try:
+            if PLUGIN_ERROR is not None:
+                raise PLUGIN_ERROR
             sweep = checked_overrides(args)
             command = parsed_command(args)
             if not command.shows_only:

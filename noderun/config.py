@@ -115,9 +115,22 @@ def parsed_override(text: str) -> Override:
     return override
 
 
-def group_options(group: str) -> list[str]:
-    """Return the config names available in a config group."""
-    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+def group_options(group: str, folders: Iterable[Path] = ()) -> list[str]:
+    """Return the config names available in a config group: noderun's, and those of the config folders
+    put on Hydra's search path (a plugin's model YAML, say)."""
+    return sorted({p.stem for folder in (CONF_DIR, *folders) for p in (Path(folder) / group).glob("*.yaml")})
+
+
+def searched_folders(overrides: Iterable[Override]) -> list[Path] | None:
+    """Return the config folders the command puts on Hydra's search path (hydra.searchpath=[file://DIR]),
+    or None where one is not a folder (pkg://...): its group options are then Hydra's to check."""
+    folders = []
+    for entry in next((o.value() for o in overrides if o.key_or_group == "hydra.searchpath"), None) or []:
+        scheme, _, where = str(entry).partition("://")
+        if scheme != "file":
+            return None
+        folders.append(Path(where))
+    return folders
 
 
 def _is_group(override: Override) -> bool:
@@ -148,14 +161,16 @@ def _shown(value: Any) -> str:
 def check_group_choices(overrides: Iterable[Override]) -> None:
     """Raise UserError for a config-group choice that has no config file, listing the valid ones, and
     for a group override written as an addition (+, ++) or with an @package, which noderun never needs."""
+    overrides = list(overrides)
+    folders = searched_folders(overrides)
     for override in overrides:
-        if not _is_group(override) or override.is_delete():
+        if not _is_group(override) or override.is_delete() or folders is None:
             continue
         if override.is_add() or override.is_force_add() or override.package is not None:
             plain = override.input_line.lstrip("+").replace(f"@{override.package}", "")
             raise UserError(f"{override.input_line}: {override.key_or_group} is a config group noderun already "
                             f"has; write {plain}")
-        options = group_options(override.key_or_group)
+        options = group_options(override.key_or_group, folders)
         for value in _values(override) or ():
             choice = value.value()
             # null too: Hydra 1.3 takes no null group choice (experiment=null ends in a ValueError).
@@ -182,15 +197,16 @@ class _Job:
 class _Composer:
     """Hydra's composition of noderun's primary config (hydra.compose), each set of overrides once."""
 
-    def __init__(self) -> None:
+    def __init__(self, searchpath: tuple[Override, ...] = ()) -> None:
         self._cache: dict[tuple[str, ...], DictConfig] = {}
+        self._searchpath = searchpath  # the command's hydra.searchpath, in every composition
 
     def config(self, overrides: Iterable[Override]) -> DictConfig:
         """Return the config those overrides give, with its `hydra` node (the preset's sweep and mode);
         Hydra's errors are raised as they are."""
         import hydra
 
-        lines = tuple(sorted(o.input_line for o in overrides))
+        lines = tuple(sorted(o.input_line for o in (*self._searchpath, *overrides)))
         if lines not in self._cache:
             self._cache[lines] = hydra.compose("config", overrides=list(lines), return_hydra_config=True)
         return self._cache[lines]
@@ -376,7 +392,7 @@ def checked_overrides(args: list[str]) -> bool:
     check_group_choices(overrides)
     if command.shows_only:
         return command.multirun
-    composer = _Composer()
+    composer = _Composer(tuple(o for o in overrides if o.key_or_group == "hydra.searchpath"))
     # Leaving the block clears Hydra's global state again, for @hydra.main.
     with hydra.initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         jobs = _jobs(overrides, command.multirun, composer)

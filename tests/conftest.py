@@ -237,11 +237,3 @@ def dynamics_of(model):
 
     return [m.dynamics for m in model.modules() if isinstance(m, ODEBlock)]
 
-
-# The longest test file (the quick preset's ranking, about 3.5 min on 2 cores) is handed out first: on
-# two workers it then runs beside every other file instead of alone at the end.
-FIRST_FILES = ("test_quick_ranking.py",)
-
-
-def pytest_collection_modifyitems(config, items):
-    items.sort(key=lambda item: item.path.name not in FIRST_FILES)  # stable: the rest keep their order

@@ -15,7 +15,7 @@ PACKAGE_ROOT = Path(__file__).resolve().parent.parent / "noderun"
 # Rank of each top-level module or subpackage: a module may import lower ranks only (equal ranks are
 # peers that may not import each other), and anything of its own subpackage. A new module needs a line here.
 LAYERS = {
-    "noderun.errors": 0, "noderun.safeio": 0, "noderun.schema": 0,
+    "noderun.errors": 0, "noderun.safeio": 0, "noderun.schema": 0, "noderun.plugins": 1,
     "noderun.records": 1, "noderun.solve": 1,
     "noderun.solvers": 2, "noderun.parallel": 2, "noderun.data": 2, "noderun.loggers": 2,
     "noderun.models": 3,

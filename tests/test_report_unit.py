@@ -644,9 +644,10 @@ def imports_of(path: Path) -> list[tuple[str, bool]]:
 
 
 @pytest.mark.parametrize("package, allowed", [
-    # the report tells runs' settings apart by the run's identity (noderun.run.identity), as resume does
+    # the report tells runs' settings apart by the run's identity (noderun.run.identity), as resume does, and
+    # loads the plugins (noderun.plugins) whose models it may have to name
     ("report", ("noderun.report", "noderun.plotting", "noderun.records", "noderun.models", "noderun.errors",
-                "noderun.safeio", "noderun.run.identity")),
+                "noderun.safeio", "noderun.run.identity", "noderun.plugins")),
     ("plotting", ("noderun.plotting", "noderun.records", "noderun.models", "noderun.data", "noderun.errors")),
 ])
 def test_the_report_and_plotting_import_nothing_upstream_and_nothing_inside_functions(package, allowed):

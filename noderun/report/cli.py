@@ -12,6 +12,7 @@ import pandas as pd
 from noderun.safeio import printable
 from noderun.report.collect import RunSet, collect_runs
 from noderun.errors import UserError
+from noderun.plugins import load_plugins
 from noderun.report.figures import write_figures
 from noderun.report.folder import report_folder
 from noderun.report.html import report_page
@@ -94,6 +95,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=None, help="where to write the report (default: FIRST_PATH/report)")
     parser.add_argument("--tags", default="", help="only the runs carrying all of these tags (comma-separated: paper,v2)")
     args = parser.parse_args(argv)
+    try:
+        load_plugins()  # a plugin's model has its label and colour in the registry the tables read
+    except UserError as err:
+        print(f"noderun-report: error: {err}", file=sys.stderr)
+        sys.exit(2)
     tags = tuple(t for t in args.tags.split(",") if t)
     missing = [p for p in args.paths if not p.is_dir()]
     if missing:
