@@ -173,33 +173,35 @@ class ImageDataset:
 
 
 @dataclass
-class ArchimedeanSpirals:
-    name: str = "spirals_archimedean"
+class SpiralWindows:
+    """What every spiral family has: how many spirals, each one's window of n_points times of which n_obs are
+    observed, the test and validation splits, the noise, and the curve's parameters a and b."""
+
+    name: str = MISSING
     n_spirals: int = 1000
     n_points: int = 100
     n_obs: int = 100
     test_fraction: float = 0.2
     val_size: int = whole(100, 0)
     noise_std: float = non_negative(0.1)
+    a: float = 0.0
+    b: float = 0.3
+
+
+@dataclass
+class ArchimedeanSpirals(SpiralWindows):
+    name: str = "spirals_archimedean"
     a: float = 0.5
     b: float = 0.2
     turns: float = 0.5
 
 
 @dataclass
-class Spirals:
+class Spirals(SpiralWindows):
     name: str = "spirals"
-    n_spirals: int = 1000
     n_grid: int = 1000
-    n_points: int = 100
-    n_obs: int = 100
-    test_fraction: float = 0.2
-    val_size: int = whole(100, 0)
-    noise_std: float = non_negative(0.1)
     train_starts_to_end: bool = True
     t_end_pi: float = 6.0
-    a: float = 0.0
-    b: float = 0.3
     cw_scale: float = 50.0
     centre: float = 5.0
 
