@@ -125,7 +125,7 @@ def searched_folders(overrides: Iterable[Override]) -> list[Path] | None:
     """Return the config folders the command puts on Hydra's search path (hydra.searchpath=[file://DIR]),
     or None where one is not a folder (pkg://...): its group options are then Hydra's to check."""
     folders = []
-    for entry in next((o.value() for o in overrides if o.key_or_group == "hydra.searchpath"), None) or []:
+    for entry in _hydra_choice(list(overrides), "hydra.searchpath") or []:
         scheme, _, where = str(entry).partition("://")
         if scheme != "file":
             return None
@@ -358,10 +358,9 @@ def _check_read(job: _Job, config: DictConfig, own: set[str]) -> None:
     """Raise UserError for a setting or group choice of the command line (keys `own`) that the job's task
     does not read (schema.TASK_READS): it would be accepted, ignored, and make another run."""
     task = str(config.task)
-    for override in job.groups + job.values:
+    for override in (o for o in job.groups + job.values if o.key_or_group in own):
         key = override.key_or_group
-        read = schema.reads_whole(task, key) if _is_group(override) else schema.reads(task, key)
-        if key in own and not read:
+        if not (schema.reads_whole(task, key) if _is_group(override) else schema.reads(task, key)):
             raise UserError(f"{override.input_line}: task {task} does not read {key} (it reads "
                             f"{', '.join(schema.TASK_READS[task])}, besides seed, device and the like); leave it out")
 
@@ -434,7 +433,7 @@ def _check_numbers(cfg: DictConfig) -> None:
     problem = schema.rule_problem(cfg)
     if problem:
         key, value, rule = problem
-        _require(False, key, value, rule.valid())
+        raise UserError(f"{key}={_shown(value)} is invalid; use {rule.valid()}")
     _check_finite(_plain(cfg))  # an interpolation copies a key checked itself
 
 

@@ -413,20 +413,19 @@ TASK_READS = {
 }
 
 
-def reads(task: str, dotted_key: str) -> bool:
-    """Return whether a run of `task` reads the key (or part of the group) `dotted_key`; an unknown task
-    reads everything (the lifecycle refuses it by name)."""
-    if task not in TASK_READS:
-        return True
-    return any(dotted_key == k or dotted_key.startswith(k + ".") or k.startswith(dotted_key + ".")
-               for k in ALWAYS_READ + TASK_READS[task])
+def _covers(read: str, dotted_key: str) -> bool:
+    return dotted_key == read or dotted_key.startswith(read + ".")
 
 
 def reads_whole(task: str, dotted_key: str) -> bool:
-    """Return whether a run of `task` reads all of `dotted_key` (a group choice replaces all of it)."""
-    if task not in TASK_READS:
-        return True
-    return any(dotted_key == k or dotted_key.startswith(k + ".") for k in ALWAYS_READ + TASK_READS[task])
+    """Return whether a run of `task` reads all of `dotted_key` (a group choice replaces all of it); an
+    unknown task reads everything (the lifecycle refuses it by name)."""
+    return task not in TASK_READS or any(_covers(r, dotted_key) for r in ALWAYS_READ + TASK_READS[task])
+
+
+def reads(task: str, dotted_key: str) -> bool:
+    """Return whether a run of `task` reads the key `dotted_key`, or some key inside it."""
+    return reads_whole(task, dotted_key) or any(_covers(dotted_key, r) for r in TASK_READS[task])
 
 
 def read_part(plain: dict, task: str) -> dict:

@@ -102,7 +102,6 @@ def validate_solver(spec: SolverSpec) -> SolverSpec:
     return spec
 
 
-
 def solver_spec(cfg: Any) -> SolverSpec:
     """Return the validated solver of a run's config (its `solver` group; UserError naming a bad value).
     The group's types are the schema's (noderun.schema), so only the values are checked here."""
@@ -123,6 +122,7 @@ def task_solver(cfg: Any, method: str, rtol: float = 1e-3, atol: float = 1e-3,
     if path == "device":  # SolverSpec's default path: the device path where it has the method
         path = None
     return validate_solver(SolverSpec(method=method, rtol=rtol, atol=atol, step_size=step_size, path=path))
+
 
 DIRECTIONS = ("forward", "backward")
 _STEP_STARTED, _ACCEPTED, _REJECTED = "callback_step", "callback_accept_step", "callback_reject_step"
