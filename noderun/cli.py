@@ -16,7 +16,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from noderun.config import CONF_DIR, checked_overrides, parsed_command
+from noderun.command import CONF_DIR, parsed_command
+from noderun.config import checked_overrides
 from noderun.errors import UserError
 from noderun.parallel import threads_per_job
 from noderun.plugins import load_plugins

@@ -11,7 +11,7 @@ def threads_per_job(requested: object, launcher: DictConfig | None) -> int | Non
     """Return the torch intra-op threads for one run: `requested` if set; under the joblib launcher,
     the cores divided among its n_jobs, so jobs x threads never exceeds the cores; under submitit,
     the cpus_per_task it asked the scheduler for; otherwise None (torch's own choice). A `requested`
-    that is not a whole number >= 1 gives None: noderun.config.check_config refuses it in one line."""
+    that is not a whole number >= 1 gives None: noderun.checks.check_config refuses it in one line."""
     if requested is not None:
         valid = isinstance(requested, int) and not isinstance(requested, bool) and requested >= 1
         return requested if valid else None

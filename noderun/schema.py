@@ -358,9 +358,9 @@ class Paths:
 
 
 @dataclass
-class Config:
-    """The primary config (noderun/conf/config.yaml) and the blocks a preset may add: a caption, the
-    figures of a reference, and a measurement task's settings (named after the task)."""
+class RunConfig:
+    """The primary config's own keys (noderun/conf/config.yaml) and the blocks a preset may add: a caption
+    and the figures of a reference. `Config`, the primary config's type, adds each task's settings."""
 
     task: str = "train"
     ckpt: Optional[str] = None
@@ -380,18 +380,19 @@ class Config:
     logger: Any = MISSING
     caption: Optional[str] = None
     reference: Optional[Dict[str, Any]] = None
-    # A task's settings, under the task's name (conf/task/NAME.yaml, chosen by task=NAME or its preset).
-    memory: Optional[MemorySettings] = None
-    gradcheck: Optional[GradcheckSettings] = None
-    tolerance: Optional[ToleranceSettings] = None
-    solver_accuracy: Optional[SolverAccuracySettings] = None
-    cubic: Optional[CubicSettings] = None
-    ecg: Optional[ECGSettings] = None
 
 
-# The blocks of Config only some presets set: null elsewhere, which says what their absence said before the
-# configs were typed (noderun.run.identity leaves them out of the run key when null).
-PRESET_BLOCKS = ("caption", "reference", "memory", "gradcheck", "tolerance", "solver_accuracy", "cubic", "ecg")
+def primary_config() -> type:
+    """Return the primary config's type, Config: RunConfig with a block per task that has settings
+    (SCHEMAS["task"]), under the task's name and null unless its task YAML sets it."""
+    fields = [(name, Optional[kind], None) for name, kind in SCHEMAS["task"].items()]
+    return dataclasses.make_dataclass("Config", fields, bases=(RunConfig,), namespace={"__module__": __name__})
+
+
+def preset_blocks() -> tuple[str, ...]:
+    """Return the blocks of Config only some presets set: null elsewhere, which says what their absence
+    said before the configs were typed (noderun.run.identity leaves them out of the run key when null)."""
+    return ("caption", "reference", *SCHEMAS["task"])
 
 
 # The keys every run reads, whatever its task, and what each task (noderun.experiments.EXPERIMENTS) reads
@@ -411,6 +412,10 @@ TASK_READS = {
     "tolerance": ("tolerance", "ckpt", "solver.path", "dataset"),
     "solver_accuracy": ("solver_accuracy", "solver.path"),
 }
+
+# The paper's table whose models (the model group) a task trains: a model of another table is refused in
+# one line saying how it is run (noderun.checks), before anything starts.
+TASK_TABLE = {"train": 1, "timeseries": 2}
 
 
 def _covers(read: str, dotted_key: str) -> bool:
@@ -456,15 +461,25 @@ SCHEMAS: Dict[str, Dict[str, type]] = {
                 "cubic": CubicData, "ecg": ECGData},
     "trainer": {"classifier": ClassifierTrainer, "sequence": SequenceTrainer},
     "logger": {"logger": Logger},
+    # a task's settings (conf/task/NAME.yaml's block NAME:), keyed by the task; a task without settings
+    # (train, timeseries: they read the groups) has none
+    "task": {"memory": MemorySettings, "gradcheck": GradcheckSettings, "tolerance": ToleranceSettings,
+             "solver_accuracy": SolverAccuracySettings, "cubic": CubicSettings, "ecg": ECGSettings},
 }
 
 
 def register() -> None:
-    """Store every schema in Hydra's ConfigStore as schema_GROUP_NAME (schema_config for the primary),
-    outside any config group, so that no schema appears among a group's options (noderun --help)."""
+    """Store every schema in Hydra's ConfigStore as schema_GROUP_NAME (schema_config for the primary,
+    `Config`, built anew so that a task a plugin added has its block), outside any config group, so that
+    no schema appears among a group's options (noderun --help). A plugin calls it after adding to SCHEMAS."""
+    global Config
+    # a module attribute: a pickled config (a joblib job's) names its type as noderun.schema.Config
+    Config = primary_config()
     store = ConfigStore.instance()
     store.store(name="schema_config", node=Config)
     for group, schemas in SCHEMAS.items():
+        if group == "task":  # blocks of the primary config, not configs of their own
+            continue
         for name, node in schemas.items():
             store.store(name=f"schema_{group}_{name}", node=node)
 

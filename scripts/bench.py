@@ -45,7 +45,7 @@ from noderun.data.batches import epoch_generator, training_batches
 from noderun.data.image_data import load_image_data
 from noderun.errors import UserError
 from noderun.measure import FlopCount, NFECounter, wait_for
-from noderun.config import CONF_DIR
+from noderun.command import CONF_DIR
 from noderun.solvers import solver_spec
 from noderun.models import MODELS, ODE_NET, build_model, models_of_table
 from noderun.models.ode_block import compile_dynamics

@@ -24,7 +24,7 @@ import torch
 import torchdiffeq
 from hydra import compose, initialize_config_dir
 
-from noderun.config import CONF_DIR
+from noderun.command import CONF_DIR
 from noderun.solvers import solver_spec
 from noderun.measure import host_reads_per_step
 from noderun.models import build_model

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 import noderun.cli
-from noderun.config import checked_overrides, parsed_command
+from noderun.command import parsed_command
+from noderun.config import checked_overrides
 
 
 @pytest.fixture
@@ -102,7 +103,7 @@ def test_dataset_root_that_cannot_be_created_is_refused(run_cli, tmp_path):
     ["-m", "model=mlp,rknet", "seed=0,1", "solver.step_size=0.5"],
     ["experiment=quick", "trainer.lr=0.05"],
     ["experiment=table2_quick", "trainer.epochs=2"],
-    ["model=latent_ode", "model.adjoint=true", "solver=scipy_solver"],
+    ["experiment=timeseries", "model=latent_ode", "model.adjoint=true", "solver=scipy_solver"],
     ["-m", "seed=range(3)", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
     ["resume=true"],
     ["tags=[paper,v2.1]", "note='the baseline, again'"],

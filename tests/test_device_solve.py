@@ -14,7 +14,7 @@ from hydra import compose, initialize_config_dir
 from torch import nn
 
 from noderun import solve
-from noderun.config import CONF_DIR
+from noderun.command import CONF_DIR
 from noderun.solvers import solver_spec
 from noderun.errors import UserError
 from noderun.experiments import gradcheck, memory, solver_accuracy, tolerance

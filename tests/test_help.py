@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from conftest import NODERUN
-from noderun.config import CONF_DIR
+from noderun.command import CONF_DIR
 from noderun.experiments import EXPERIMENTS
 
 HELP_FILE = CONF_DIR / "hydra" / "help" / "noderun.yaml"

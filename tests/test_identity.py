@@ -54,7 +54,7 @@ def test_a_run_made_before_the_configs_were_typed_keeps_its_key():
     # preset had set on models that never read it (table1_rk4's MLP and ResNet): resume still finds such runs.
     import hydra
 
-    from noderun.config import CONF_DIR
+    from noderun.command import CONF_DIR
     from noderun.run.identity import has_key
 
     with hydra.initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
@@ -70,7 +70,7 @@ def test_a_run_made_before_the_configs_were_typed_keeps_its_key():
 def test_a_key_the_task_does_not_read_is_no_part_of_its_run_key():
     import hydra
 
-    from noderun.config import CONF_DIR
+    from noderun.command import CONF_DIR
     from noderun.run.identity import has_key
 
     with hydra.initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):

@@ -16,11 +16,11 @@ PACKAGE_ROOT = Path(__file__).resolve().parent.parent / "noderun"
 # peers that may not import each other), and anything of its own subpackage. A new module needs a line here.
 LAYERS = {
     "noderun.errors": 0, "noderun.safeio": 0, "noderun.schema": 0, "noderun.plugins": 1,
-    "noderun.records": 1, "noderun.solve": 1,
+    "noderun.records": 1, "noderun.solve": 1, "noderun.command": 1,
     "noderun.solvers": 2, "noderun.parallel": 2, "noderun.data": 2, "noderun.loggers": 2,
     "noderun.models": 3,
     "noderun.measure": 4,
-    "noderun.plotting": 5, "noderun.train": 5,
+    "noderun.plotting": 5, "noderun.train": 5, "noderun.checks": 5,
     "noderun.config": 6,
     "noderun.run": 7,
     "noderun.experiments": 8, "noderun.report": 8,

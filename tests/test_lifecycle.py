@@ -37,7 +37,7 @@ from noderun.solvers import SolverSpec
 from noderun.errors import UserError
 
 CONF = str(Path(noderun.__file__).parent / "conf")
-TINY_RNN = ["model=rnn", "dataset.n_spirals=20", "trainer.batch_size=10", "trainer.epochs=2", "threads=1"]
+TINY_RNN = ["experiment=timeseries", "model=rnn", "dataset.n_spirals=20", "trainer.batch_size=10", "trainer.epochs=2", "threads=1"]
 
 
 class _CreatesFile:
@@ -414,7 +414,7 @@ def test_table1_run_killed_mid_epoch_resumes_to_the_same_metrics(mnist_root, tmp
     assert read_summary(run_dir)["status"] == "completed"
 
 
-TABLE2_SWEEP = ["-m", "model=rnn,latent_ode", "dataset=spirals", "trainer=sequence", "dataset.n_spirals=40", "trainer.batch_size=10", "trainer.epochs=4",
+TABLE2_SWEEP = ["-m", "experiment=timeseries", "model=rnn,latent_ode", "dataset.n_spirals=40", "trainer.batch_size=10", "trainer.epochs=4",
                 "threads=1"]
 
 
@@ -448,7 +448,7 @@ def test_table2_sweep_killed_resumes_skipping_completed_runs(tmp_path):
 def test_sigterm_at_any_moment_leaves_an_interrupted_run_with_intact_records(tmp_path):
     """Many SIGTERMs at random moments of a run that checkpoints every few milliseconds. The runs go two
     at a time (one torch thread each, two cores): starting Python and torch is most of each one's time."""
-    args = ["model=rnn", "dataset.n_spirals=20", "trainer.batch_size=20", "trainer.epochs=400", "threads=1",
+    args = ["experiment=timeseries", "model=rnn", "dataset.n_spirals=20", "trainer.batch_size=20", "trainer.epochs=400", "threads=1",
             "model.plot_spirals=1"]
     rng = random.Random(0)
     for pair in range(4):
@@ -479,7 +479,7 @@ def test_sigterm_at_any_moment_leaves_an_interrupted_run_with_intact_records(tmp
 
 @pytest.mark.slow
 def test_a_second_process_on_the_same_run_is_refused(tmp_path):
-    args = ["model=rnn", "dataset.n_spirals=20", "trainer.batch_size=20", "trainer.epochs=400", "threads=1"]
+    args = ["experiment=timeseries", "model=rnn", "dataset.n_spirals=20", "trainer.batch_size=20", "trainer.epochs=400", "threads=1"]
     process = _start(args, tmp_path, tmp_path)
     run_dir = _wait_for_rows("outputs/runs/*", tmp_path, 1, process)
     try:

@@ -17,7 +17,7 @@ from noderun.loggers import LOGGERS, PACKAGES, check_backends, flat_params
 from noderun.records import read_summary
 from noderun.run.lifecycle import EXIT_OK, run_experiment
 
-TINY_RNN = ["model=rnn", "dataset.n_spirals=20", "trainer.batch_size=10", "trainer.epochs=3", "threads=1"]
+TINY_RNN = ["experiment=timeseries", "model=rnn", "dataset.n_spirals=20", "trainer.batch_size=10", "trainer.epochs=3", "threads=1"]
 
 
 def run_in_process(tmp_path: Path, name: str, extra: list[str]) -> Path:

@@ -33,7 +33,7 @@ from test_report_unit import not_completed, train_run
 
 CONF = str(Path(noderun.__file__).parent / "conf")
 REPORT = str(Path(sys.executable).parent / "noderun-report")
-TINY_RNN = ["model=rnn", "dataset.n_spirals=20", "trainer.batch_size=10", "trainer.epochs=2", "threads=1"]
+TINY_RNN = ["experiment=timeseries", "model=rnn", "dataset.n_spirals=20", "trainer.batch_size=10", "trainer.epochs=2", "threads=1"]
 # A few lines of YAML whose nested aliases stand for 10^9 nodes once expanded (the "billion laughs").
 ALIAS_BOMB = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
     f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 10)}]\n" for i in range(8))

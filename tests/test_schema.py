@@ -11,7 +11,7 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
 from noderun import schema
-from noderun.config import CONF_DIR, group_options
+from noderun.command import CONF_DIR, group_options
 
 TYPED_GROUPS = ("model", "solver", "dataset", "trainer", "logger")
 
@@ -64,3 +64,25 @@ def test_the_task_group_mirrors_the_experiments_and_says_what_each_reads():
         assert cfg.task == task
         settings = cfg.get(task)  # a task with settings holds them under its own name, typed
         assert settings is None or dataclasses.is_dataclass(OmegaConf.get_type(settings)), task
+        assert (settings is not None) == (task in schema.SCHEMAS["task"]), task
+
+
+def test_a_task_added_to_the_registry_gets_its_typed_block_in_the_primary_config(monkeypatch):
+    @dataclasses.dataclass
+    class Settings:
+        rate: float = schema.positive(0.5)
+
+    monkeypatch.setitem(schema.SCHEMAS, "task", {**schema.SCHEMAS["task"], "decay": Settings})
+    try:
+        schema.register()
+        fields = {f.name: f for f in dataclasses.fields(schema.Config)}
+        assert "decay" in fields and "memory" in fields and "decay" in schema.preset_blocks()
+        cfg = OmegaConf.structured(schema.Config)
+        assert cfg.decay is None
+        assert OmegaConf.get_type(OmegaConf.merge(cfg, {"decay": {"rate": 2.0}}).decay) is Settings
+        with pytest.raises(Exception, match="rates"):  # a YAML setting a key its dataclass lacks
+            OmegaConf.merge(cfg, {"decay": {"rates": 2.0}})
+    finally:
+        monkeypatch.undo()
+        schema.register()
+    assert "decay" not in {f.name for f in dataclasses.fields(schema.Config)}

@@ -231,10 +231,13 @@ def test_table2_quick_reports_the_three_models_beside_the_paper(tmp_path):
 
 
 @pytest.mark.parametrize("overrides, named", [
-    (["model=latent_ode", "dataset=mnist"], ("dataset=mnist", "dataset=spirals")),
+    (["experiment=timeseries", "model=latent_ode", "dataset=mnist"], ("dataset=mnist", "dataset=spirals")),
     (["model=odenet", "dataset=spirals"], ("dataset=spirals", "dataset=mnist")),
-    (["model=rnn", "dataset.n_obs=101"], ("dataset.n_obs=101", "100")),
-    (["model=rnn_gap", "trainer.objective=future"], ("trainer.objective='future'", "window, extrapolate")),
+    (["experiment=timeseries", "model=rnn", "dataset.n_obs=101"], ("dataset.n_obs=101", "100")),
+    (["experiment=timeseries", "model=rnn_gap", "trainer.objective=future"], ("trainer.objective='future'", "window, extrapolate")),
+    # a model is run by its own table's task, and the line says how
+    (["model=latent_ode"], ("model=latent_ode", "task=train", "experiment=timeseries model=latent_ode")),
+    (["experiment=timeseries", "model=odenet"], ("model=odenet", "task=timeseries", "rnn, rnn_gap, latent_ode")),
 ])
 def test_sequence_models_and_spirals_refuse_each_others_partners_in_one_line(noderun_main, overrides, named):
     line = single_error_line(noderun_main(overrides))

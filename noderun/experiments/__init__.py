@@ -1,7 +1,8 @@
 """Every experiment noderun runs, in one registry: `EXPERIMENTS[task]` (the config's `task` key, which
-the model and experiment YAMLs set) gives the function that does its work through a RunRecorder, the
-kinds of dataset it takes (noderun.data.DATASETS), and whether it trains (and so resumes from its last checkpoint). The run lifecycle
-around each is noderun.run.lifecycle's, the same for all."""
+task=NAME or an experiment preset chooses) gives the function that does its work through a
+RunRecorder, the kinds of dataset it takes (noderun.data.DATASETS), and whether it trains (and so
+resumes from its last checkpoint). The run lifecycle around each is noderun.run.lifecycle's, the same
+for all; the paper's table whose models a task trains is noderun.schema.TASK_TABLE."""
 
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from noderun.errors import UserError
 from noderun.records import SUMMARY_FILE, BrokenRecord, flat_config, read_summary, walk_folders
-from noderun.schema import PRESET_BLOCKS, read_part
+from noderun.schema import preset_blocks, read_part
 
 # Config keys that say where things are kept or how they are shown, not what is computed: left out of
 # the run key, so they may differ between a run and its resumption.
@@ -105,10 +105,10 @@ def config_as_today(old: Mapping[str, Any]) -> dict[str, Any]:
 
 def _computing_part(plain: dict[str, Any]) -> dict[str, Any]:
     """Return the part of a plain config its task reads (schema.read_part), without the preset blocks
-    (schema.PRESET_BLOCKS) that are null: such a block says what its absence said before the configs were
+    (schema.preset_blocks()) that are null: such a block says what its absence said before the configs were
     typed, and a key the task never reads computes nothing, so old and new configs compare alike."""
     plain = read_part(plain, str(plain.get("task")))
-    return without_keys(plain, [k for k in PRESET_BLOCKS if k in plain and plain[k] is None])
+    return without_keys(plain, [k for k in preset_blocks() if k in plain and plain[k] is None])
 
 
 def run_key(config: dict[str, Any]) -> str:

@@ -25,7 +25,7 @@ import torch
 import torchdiffeq
 from omegaconf import DictConfig, OmegaConf
 
-from noderun.config import check_config
+from noderun.checks import check_config
 from noderun.data import DATASETS, datasets_of_kind
 from noderun.errors import UserError
 from noderun.loggers import RunLoggers
@@ -48,8 +48,8 @@ EXIT_OK, EXIT_FAILED, EXIT_USER_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 @dataclass(frozen=True)
 class ExperimentEntry:
     """One experiment of the registry: `run(cfg, recorder)` does its work; `kinds` are the kinds of
-    dataset it takes (noderun.data.DATASETS; empty: it uses none); `trains` says whether it checkpoints and so resumes from its last epoch (one
-    that does not is redone by resume=true unless it completed)."""
+    dataset it takes (noderun.data.DATASETS; empty: it uses none); `trains` says whether it checkpoints
+    and so resumes from its last epoch (one that does not is redone by resume=true unless it completed)."""
 
     run: Callable[[DictConfig, "RunRecorder"], None]
     kinds: tuple[str, ...] = ()
