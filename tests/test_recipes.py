@@ -54,20 +54,25 @@ width: 16
 '''
 
 
-@pytest.fixture
-def plugin(tmp_path) -> tuple[dict[str, str], str]:
-    """Return (environment, search-path override) of a folder holding the model's module, its YAML and
-    its entry point."""
-    folder = tmp_path / "plugin"
-    (folder / "conf" / "model").mkdir(parents=True)
-    (folder / "tinymlp.py").write_text(textwrap.dedent(PLUGIN))
-    (folder / "conf" / "model" / "tinymlp.yaml").write_text(textwrap.dedent(YAML).lstrip())
-    info = folder / "tinymlp-0.1.dist-info"
+def plugin_folder(folder: Path, name: str, files: dict[str, str]) -> tuple[dict[str, str], str]:
+    """Write a plugin as the README's recipes have it: `files` (its module NAME.py and its YAMLs under
+    conf/) into `folder`, and an installed distribution's metadata naming the module by a `noderun.plugins`
+    entry point (found on PYTHONPATH). Return (environment, search-path override)."""
+    for path, text in files.items():
+        (folder / path).parent.mkdir(parents=True, exist_ok=True)
+        (folder / path).write_text(textwrap.dedent(text).lstrip())
+    info = folder / f"{name}-0.1.dist-info"
     info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: tinymlp\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[noderun.plugins]\ntinymlp = tinymlp\n")
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[noderun.plugins]\n{name} = {name}\n")
     env = {**os.environ, "PYTHONPATH": str(folder), "PYTHONUNBUFFERED": "1"}
     return env, f"hydra.searchpath=[file://{folder / 'conf'}]"
+
+
+@pytest.fixture
+def plugin(tmp_path) -> tuple[dict[str, str], str]:
+    """A plugin holding the model's module, its YAML and its entry point."""
+    return plugin_folder(tmp_path / "plugin", "tinymlp", {"tinymlp.py": PLUGIN, "conf/model/tinymlp.yaml": YAML})
 
 
 def _noderun(args: list[str], env: dict[str, str], cwd: Path, data: Path) -> subprocess.CompletedProcess:
@@ -198,20 +203,9 @@ solver:
 
 @pytest.fixture
 def experiment_plugin(tmp_path) -> tuple[dict[str, str], str]:
-    """Return (environment, search-path override) of a folder holding the experiment's module, its
-    task YAML, its preset and its entry point."""
-    folder = tmp_path / "plugin"
-    for group in ("task", "experiment"):
-        (folder / "conf" / group).mkdir(parents=True)
-    (folder / "decay.py").write_text(textwrap.dedent(EXPERIMENT))
-    (folder / "conf" / "task" / "decay.yaml").write_text(textwrap.dedent(TASK_YAML).lstrip())
-    (folder / "conf" / "experiment" / "decay.yaml").write_text(textwrap.dedent(PRESET_YAML).lstrip())
-    info = folder / "decay-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: decay\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[noderun.plugins]\ndecay = decay\n")
-    env = {**os.environ, "PYTHONPATH": str(folder), "PYTHONUNBUFFERED": "1"}
-    return env, f"hydra.searchpath=[file://{folder / 'conf'}]"
+    """A plugin holding the experiment's module, its task YAML, its preset and its entry point."""
+    return plugin_folder(tmp_path / "plugin", "decay", {"decay.py": EXPERIMENT, "conf/task/decay.yaml": TASK_YAML,
+                                                        "conf/experiment/decay.yaml": PRESET_YAML})
 
 
 @pytest.mark.slow
