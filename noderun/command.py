@@ -14,6 +14,7 @@ from hydra.core.override_parser.types import Override, ValueType
 from hydra.errors import HydraException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from noderun import schema  # noqa: F401  (registers the configs' types: whatever composes CONF_DIR needs them)
 from noderun.errors import UserError
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
