@@ -121,7 +121,8 @@ def _check_device(device: str, here: bool) -> None:
 
 # How a model of each of the paper's tables is run, for the line refusing it in another table's task.
 _HOW_TO_RUN = {1: "noderun model={name} (task=train, the default), or experiment=quick or table1 for the table",
-               2: "noderun experiment=timeseries model={name} for one run, experiment=table2 for the table"}
+               2: "noderun experiment=timeseries model={name} for one run, experiment=table2 for the table",
+               4: "noderun experiment=cnf_density or cnf_mle (section 4's flows), model={name}"}
 
 
 def _check_model_and_solver(cfg: DictConfig) -> None:

@@ -223,6 +223,14 @@ SUMMARY_SCHEMAS: dict[str, SummarySchema] = {
                    "nfe_forward": NUMBER, "nfe_backward": NUMBER, "train_time_s": NUMBER, "peak_memory_mb": NUMBER},
         optional={"test_rmse_observed": NUMBER, "seed": NUMBER, "rtol": NUMBER}),
     "tolerance": SummarySchema(optional={"ckpt": TEXT, "model": TEXT}),
+    "cnf_density": SummarySchema(
+        completed={"model": TEXT, "units": COUNT, "target": TEXT, "kl": NUMBER, "kl_se": NUMBER, "params": COUNT,
+                   "nfe_forward": NUMBER, "nfe_backward": NUMBER, "nfe_forward_eval": NUMBER,
+                   "train_time_s": NUMBER, "iterations": COUNT}),
+    "cnf_mle": SummarySchema(
+        completed={"model": TEXT, "units": COUNT, "dataset": TEXT, "test_nll": NUMBER, "test_nll_se": NUMBER,
+                   "params": COUNT, "nfe_forward": NUMBER, "nfe_backward": NUMBER, "nfe_forward_eval": NUMBER,
+                   "train_time_s": NUMBER, "iterations": COUNT}),
 }
 
 

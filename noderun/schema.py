@@ -155,6 +155,25 @@ class LatentODEModel:
     plot_spirals: int = whole(4, 0)
 
 
+
+@dataclass
+class PlanarModel:
+    """Section 4's planar flow: `units` layers of one planar unit each (depth K)."""
+
+    name: str = "planar"
+    units: int = whole(8, 1)
+
+
+@dataclass
+class CNFModel:
+    """Section 4's continuous normalizing flow: `units` gated planar units (width M)."""
+
+    name: str = "cnf"
+    units: int = whole(8, 1)
+    trace: str = "exact"
+    hyper_hidden: int = whole(32, 1)
+    adjoint: bool = False
+
 # --- dataset ------------------------------------------------------------------------------------------
 
 @dataclass
@@ -207,6 +226,25 @@ class Spirals(SpiralWindows):
 
 
 @dataclass
+class EnergyTarget:
+    """Density matching's target: exp(-U) of one of Rezende and Mohamed's energies (u1-u4)."""
+
+    name: str = "energy"
+    target: str = "u1"
+
+
+@dataclass
+class PlaneSamples:
+    """Maximum likelihood's data: samples of a set on the plane, their noise, and how many to train and
+    test on."""
+
+    name: str = MISSING
+    n_train: int = whole(10000, 1)
+    n_test: int = whole(5000, 1)
+    noise: float = non_negative(0.1)
+
+
+@dataclass
 class CubicData:
     name: str = "cubic"
     n_train: int = 10
@@ -256,6 +294,18 @@ class SequenceTrainer:
     objective: str = "extrapolate"
 
 
+
+@dataclass
+class FlowTrainer:
+    """Section 4's flows: `iterations` optimizer steps of `batch_size` samples, evaluated every `eval_every`."""
+
+    optimizer: str = "adam"
+    lr: float = positive(1e-3)
+    iterations: int = whole(1000, 1)
+    batch_size: int = whole(512, 1)
+    eval_every: int = whole(100, 1)
+    weight_decay: float = non_negative(0.0)
+
 # --- task settings (conf/task/NAME.yaml, under the task's name) ----------------------------------------
 
 @dataclass
@@ -294,6 +344,23 @@ class SolverAccuracySettings:
     tolerances: List[float] = field(default_factory=list)
     figure_methods: List[str] = field(default_factory=list)
     figure_step_size: float = positive(0.1)
+
+
+@dataclass
+class DensitySettings:
+    """cnf_density: the samples its KL is estimated from, and the grid its density figure is drawn on."""
+
+    eval_samples: int = whole(10000, 2)
+    grid_points: int = whole(60, 2)
+
+
+@dataclass
+class LikelihoodSettings:
+    """cnf_mle: the samples and grid its figure draws at each of `figure_times` (0: noise, 1: data)."""
+
+    figure_samples: int = whole(2000, 1)
+    grid_points: int = whole(60, 2)
+    figure_times: List[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])
 
 
 @dataclass
@@ -411,11 +478,13 @@ TASK_READS = {
     "gradcheck": ("gradcheck", "solver.path", "dataset"),
     "tolerance": ("tolerance", "ckpt", "solver.path", "dataset"),
     "solver_accuracy": ("solver_accuracy", "solver.path"),
+    "cnf_density": ("model", "solver", "dataset", "trainer", "cnf_density"),
+    "cnf_mle": ("model", "solver", "dataset", "trainer", "cnf_mle"),
 }
 
-# The paper's table whose models (the model group) a task trains: a model of another table is refused in
-# one line saying how it is run (noderun.checks), before anything starts.
-TASK_TABLE = {"train": 1, "timeseries": 2}
+# The paper's table whose models (the model group) a task trains (4: section 4's flows): a model of
+# another is refused in one line saying how it is run (noderun.checks), before anything starts.
+TASK_TABLE = {"train": 1, "timeseries": 2, "cnf_density": 4, "cnf_mle": 4}  # 4: section 4
 
 
 def _covers(read: str, dotted_key: str) -> bool:
@@ -456,15 +525,16 @@ def read_part(plain: dict, task: str) -> dict:
 SCHEMAS: Dict[str, Dict[str, type]] = {
     "solver": {"fixed": FixedStepSolver, "adaptive": AdaptiveSolver, "scipy": ScipySolver},
     "model": {"mlp": MLPModel, "resnet": ResNetModel, "rknet": RKNetModel, "odenet": ODENetModel,
-              "rnn": RNNModel, "latent_ode": LatentODEModel},
+              "rnn": RNNModel, "latent_ode": LatentODEModel, "planar": PlanarModel, "cnf": CNFModel},
     "dataset": {"image": ImageDataset, "spirals": Spirals, "spirals_archimedean": ArchimedeanSpirals,
-                "cubic": CubicData, "ecg": ECGData},
-    "trainer": {"classifier": ClassifierTrainer, "sequence": SequenceTrainer},
+                "cubic": CubicData, "ecg": ECGData, "energy": EnergyTarget, "plane": PlaneSamples},
+    "trainer": {"classifier": ClassifierTrainer, "sequence": SequenceTrainer, "flow": FlowTrainer},
     "logger": {"logger": Logger},
     # a task's settings (conf/task/NAME.yaml's block NAME:), keyed by the task; a task without settings
     # (train, timeseries: they read the groups) has none
     "task": {"memory": MemorySettings, "gradcheck": GradcheckSettings, "tolerance": ToleranceSettings,
-             "solver_accuracy": SolverAccuracySettings, "cubic": CubicSettings, "ecg": ECGSettings},
+             "solver_accuracy": SolverAccuracySettings, "cubic": CubicSettings, "ecg": ECGSettings,
+             "cnf_density": DensitySettings, "cnf_mle": LikelihoodSettings},
 }
 
 

@@ -35,7 +35,7 @@ def run_cli(monkeypatch, tmp_path, capsys):
     (["trainer.epoch=3"], ["unknown key trainer.epoch", "epochs, batch_size, lr"]),
     (["+trainer.epoch=3"], ["unknown key trainer.epoch", "epochs, batch_size, lr"]),
     (["++trainer.epoch=3"], ["unknown key trainer.epoch", "epochs, batch_size, lr"]),
-    (["model=foo"], ["unknown model 'foo'", "mlp, odenet, resnet, rknet"]),
+    (["model=foo"], ["unknown model 'foo'", "latent_ode, mlp, odenet", "resnet, rknet, rnn, rnn_gap"]),
     (["solver=rk5"], ["unknown solver 'rk5'", "dopri5", "euler"]),
     (["solver.rtol=0"], ["solver.rtol=0", "> 0"]),
     (["trainer.epochs=0"], ["trainer.epochs=0", ">= 1"]),

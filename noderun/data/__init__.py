@@ -12,7 +12,8 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class DatasetEntry:
     """One dataset: `kind` is what it holds, which the experiments name in the registry to say what
-    they take ("images": 28×28 ten-class images; "spirals", "regression", "heartbeats")."""
+    they take ("images": 28×28 ten-class images; "spirals", "regression", "heartbeats", "target_density",
+    "plane_samples")."""
 
     kind: str
     description: str
@@ -25,6 +26,9 @@ DATASETS: dict[str, DatasetEntry] = {
     "spirals_archimedean": DatasetEntry("spirals", "noderun's earlier Archimedean spirals r = a + b*theta (spirals.py)"),
     "cubic": DatasetEntry("regression", "seed 002's h(x) = x^3 + 0.1x from noisy points (cubic.py)"),
     "ecg": DatasetEntry("heartbeats", "MIT-BIH heartbeats from the user's CSV files (ecg.py)"),
+    "energy": DatasetEntry("target_density", "Rezende and Mohamed's energies u1-u4, density matching's targets (plane.py)"),
+    "two_circles": DatasetEntry("plane_samples", "two concentric noisy circles, seeded, with test samples (plane.py)"),
+    "two_moons": DatasetEntry("plane_samples", "two interleaved noisy half circles, seeded, with test samples (plane.py)"),
 }
 
 

@@ -6,7 +6,7 @@ for all; the paper's table whose models a task trains is noderun.schema.TASK_TAB
 
 from __future__ import annotations
 
-from noderun.experiments import classify, cubic, ecg, gradcheck, memory, sequence, solver_accuracy, tolerance
+from noderun.experiments import classify, cubic, ecg, flows, gradcheck, memory, sequence, solver_accuracy, tolerance
 from noderun.run.lifecycle import ExperimentEntry
 
 EXPERIMENTS: dict[str, ExperimentEntry] = {
@@ -18,4 +18,6 @@ EXPERIMENTS: dict[str, ExperimentEntry] = {
     "gradcheck": ExperimentEntry(gradcheck.run, ("images",)),
     "tolerance": ExperimentEntry(tolerance.run, ("images",)),
     "solver_accuracy": ExperimentEntry(solver_accuracy.run),
+    "cnf_density": ExperimentEntry(flows.run, ("target_density",), trains=True),  # section 4, Figure 4
+    "cnf_mle": ExperimentEntry(flows.run, ("plane_samples",), trains=True),  # section 4, Figure 5
 }

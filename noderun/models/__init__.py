@@ -10,14 +10,14 @@ from typing import Any, Callable, Mapping
 from torch import nn
 
 from noderun.errors import UserError
-from noderun.models import latent_ode, mlp, odenet, resnet, rnn
+from noderun.models import flows, latent_ode, mlp, odenet, resnet, rnn
 from noderun.models.blocks import DOWNSAMPLING  # noqa: F401  (re-exported for the memory and gradcheck tasks)
 from noderun.solvers import SolverSpec
 
 @dataclass(frozen=True)
 class ModelEntry:
     """One model: `build(model_cfg, solver)` returns it; `table` is the paper's table it belongs to
-    (1: MNIST classifiers, 2: time series on spirals); `is_ode` says whether it has an ODE block (its
+    (1: MNIST classifiers, 2: time series on spirals; 4: section 4's flows, which has figures, no table); `is_ode` says whether it has an ODE block (its
     solver settings mean something); `paper` holds the paper's figures for it (Table 1: test_error %,
     params_m, memory, time; Table 2: test RMSE by observed points)."""
 
@@ -44,6 +44,9 @@ MODELS: dict[str, ModelEntry] = {
     "rnn_gap": ModelEntry(rnn.build_gap, 2, False, "RNN (time gap)", "#e377c2"),
     "latent_ode": ModelEntry(latent_ode.build, 2, True, "Latent ODE", "#9467bd",
                              {30: 0.1642, 50: 0.1502, 100: 0.1346}),
+    # Section 4's flows (Figures 4 and 5): no table of numbers in the paper, only figures.
+    "planar": ModelEntry(flows.build_planar, 4, False, "Planar flow", "#8c564b"),
+    "cnf": ModelEntry(flows.build_cnf, 4, True, "CNF", "#17becf"),
 }
 
 # The adjoint ODE-Net of Table 1: the model the tolerance and gradcheck experiments rebuild.

@@ -17,11 +17,12 @@ from noderun.report.figures import write_figures
 from noderun.report.folder import report_folder
 from noderun.report.html import report_page
 from noderun.report.table import table1_text, write_runs_csv
+from noderun.report.flows import density_text, likelihood_text
 from noderun.report.table2 import table2_text
 
 # The report's tables, keyed like noderun.experiments.EXPERIMENTS (the task whose runs each reads), in
 # the order they are printed: each writes its files from the runs and returns its text (None: no runs).
-TABLES = {"train": table1_text, "timeseries": table2_text}
+TABLES = {"train": table1_text, "timeseries": table2_text, "cnf_density": density_text, "cnf_mle": likelihood_text}
 
 
 # A reason is cut to this many characters: a not_completed.txt line names a run, it is no log.

@@ -34,6 +34,10 @@ TOLERANCE = CsvSpec("tolerance.csv", full=("tol", "nfe_forward", "forward_s", "n
                                            "nfe_forward_error_batch"), numeric=("block_error",))
 PREDICTIONS = CsvSpec(PREDICTIONS_FILE, full=("trajectory", "true_x", "true_y", "noisy_x", "noisy_y"),
                       numeric=("pred_x", "pred_y"), flags=("observed", "in_window"))
+# Section 4's flows: a density-matching run's densities on a grid; a maximum-likelihood run's samples
+# (log_q empty) and densities at each figure time.
+DENSITY_GRID = CsvSpec("density_grid.csv", full=("x", "y", "log_q", "log_p"))
+FLOW_STATES = CsvSpec("flow_states.csv", full=("t", "x", "y"), numeric=("log_q",))
 # A time-series run's test RMSE per epoch (Table 2's convergence figure).
 SEQUENCE_METRICS = CsvSpec(METRICS_FILE, full=("epoch",), numeric=("test_rmse",))
 
@@ -60,6 +64,8 @@ RUN_KINDS: dict[str, RunKind] = {
     "train": RunKind(table1_row=True, config_columns=True, figure_table=METRICS, always=True),
     "timeseries": RunKind(config_columns=True, figure_table=PREDICTIONS, curve=SEQUENCE_METRICS),
     "tolerance": RunKind(figure_table=TOLERANCE, always=True),
+    "cnf_density": RunKind(figure_table=DENSITY_GRID, always=True),
+    "cnf_mle": RunKind(figure_table=FLOW_STATES, always=True),
 }
 
 

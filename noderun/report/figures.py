@@ -11,6 +11,7 @@ import pandas as pd
 from noderun.plotting import save_figure  # importing the package selects the file-only backend
 from noderun.plotting.registry import is_ode_model, model_colour, model_label, model_rank
 from noderun.report.collect import RunSet
+from noderun.report.flows import figure4, figure5
 from noderun.report.task_figures import table2_figures, tolerance_task_figures
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 from matplotlib.ticker import MaxNLocator  # noqa: E402
@@ -189,6 +190,6 @@ def write_figures(run_set: RunSet, out_dir: Path) -> list[Path]:
     """Draw every figure the runs allow; return the files written."""
     paths: list[Path] = []
     for draw in (accuracy_figure, nfe_epoch_figure, nfe_backward_figure, tolerance_figures, tolerance_task_figures,
-                 table2_figures):
+                 table2_figures, figure4, figure5):
         paths += draw(run_set, out_dir)
     return paths
