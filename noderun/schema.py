@@ -304,6 +304,7 @@ class FlowTrainer:
     iterations: int = whole(1000, 1)
     batch_size: int = whole(512, 1)
     eval_every: int = whole(100, 1)
+    lr_final: float = positive(1.0)
     weight_decay: float = non_negative(0.0)
 
 # --- task settings (conf/task/NAME.yaml, under the task's name) ----------------------------------------

@@ -167,11 +167,20 @@ def run(cfg: DictConfig, rec: RunRecorder) -> None:
     evaluations = math.ceil(int(trainer.iterations) / every)
     train_time = float(rec.rows[-1]["train_time_s"]) if resumed and rec.rows else 0.0
     hint = "lower trainer.lr, or choose another solver"
+
+    def batches(first: int, count: int):
+        """Yield `count` batches from step `first` on, each with the lr of its step (from the step alone,
+        so that a resumed run decays as an uninterrupted one)."""
+        for step in range(first, first + count):
+            for group in optimizer.param_groups:
+                group["lr"] = float(trainer.lr) * float(trainer.lr_final) ** (step / int(trainer.iterations))
+            yield objective.batch()
+
     for epoch in range(len(rec.rows) + 1, evaluations + 1):
         steps_now = min(every, int(trainer.iterations) - (epoch - 1) * every)
         start = time.perf_counter()
         try:
-            steps = list(training_steps(model, optimizer, (objective.batch() for _ in range(steps_now)),
+            steps = list(training_steps(model, optimizer, batches((epoch - 1) * every, steps_now),
                                         lambda batch: (objective.loss_of(model, batch), None), counter, hint))
         except (AssertionError, RuntimeError) as error:  # torchdiffeq: underflow in dt, too many steps
             raise TrainingFailure(f"the solver gave up in evaluation {epoch}: {str(error).splitlines()[0]}") from None
@@ -184,6 +193,7 @@ def run(cfg: DictConfig, rec: RunRecorder) -> None:
                "loss": sum(s.loss for s in steps) / len(steps), objective.metric: value,
                f"{objective.metric}_se": error, "nfe_forward": sum(s.nfe_forward for s in steps) / len(steps),
                "nfe_backward": sum(s.nfe_backward for s in steps) / len(steps), "nfe_forward_eval": nfe_eval,
+               "lr": optimizer.param_groups[0]["lr"],
                "train_time_s": round(train_time, 3), "eval_time_s": round(time.perf_counter() - start, 3)}
         log.info("evaluation %d (%d steps): loss %.4f %s %.4f ± %.4f NFE-F %.1f NFE-B %.1f", epoch, row["iterations"],
                  row["loss"], objective.metric, value, error, row["nfe_forward"], row["nfe_backward"])
