@@ -58,9 +58,10 @@ class Objective:
     eval_points: int  # points each evaluation maps (in batches of EVAL_BATCH, one solve each)
 
 
-def log_density(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Return the flow's log-density at each row of x: log N(z) + log |det dz/dx|, z the noise x maps to."""
-    z, log_det = model.to_noise(x)
+def log_density(model: nn.Module, x: torch.Tensor, fraction: float = 1.0) -> torch.Tensor:
+    """Return the flow's log-density at each row of x, at `fraction` of its path from the noise (1: the
+    data): log N(z) + log |det dz/dx|, z the noise x maps back to."""
+    z, log_det = model.transform(x, TO_NOISE, fraction)
     return standard_normal_log_density(z) + log_det
 
 
@@ -130,8 +131,7 @@ def maximum_likelihood(cfg: DictConfig, settings: DictConfig) -> Objective:
         for t in settings.figure_times:
             x, _ = model.transform(z, TO_DATA, float(t))
             rows.append(pd.DataFrame({"t": float(t), "x": x[:, 0], "y": x[:, 1], "log_q": math.nan}))
-            back, log_det = model.transform(cells, TO_NOISE, float(t))
-            log_q = standard_normal_log_density(back) + log_det
+            log_q = log_density(model, cells, float(t))
             rows.append(pd.DataFrame({"t": float(t), "x": cells[:, 0], "y": cells[:, 1], "log_q": log_q}))
         rec.write_file(FLOW_STATES_FILE, pd.concat(rows, ignore_index=True))
 

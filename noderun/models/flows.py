@@ -61,7 +61,24 @@ class PlanarLayer(nn.Module):
         return y - torch.tanh(a + self.b)[:, None] * u
 
 
-class PlanarFlow(nn.Module):
+class Flow(nn.Module):
+    """A flow between the base variable (noise, t = 0) and the data (t = 1): `transform(z, direction,
+    fraction)` maps along the stretch [0, fraction] of that path either way, returning the log-determinant
+    of the map's Jacobian; to_data and to_noise are the whole way."""
+
+    def transform(self, z: torch.Tensor, direction: str, fraction: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def to_data(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the data the base samples z map to, and log |det d(data)/dz|."""
+        return self.transform(z, TO_DATA)
+
+    def to_noise(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the base variable data x map to, and log |det dz/dx|."""
+        return self.transform(x, TO_NOISE)
+
+
+class PlanarFlow(Flow):
     """K planar layers. Explicit, with exact log-determinants, in `trained_direction` (to_data for
     density matching, where samples are drawn and scored; to_noise for maximum likelihood, where data
     are scored); the other direction inverts each layer by bisection."""
@@ -98,14 +115,6 @@ class PlanarFlow(nn.Module):
             y = layer.inverse(y)
         _, log_det = self._explicit(y, layers)
         return y, -log_det
-
-    def to_data(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return the data the base samples z map to, and log |det d(data)/dz|."""
-        return self.transform(z, TO_DATA)
-
-    def to_noise(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return the base variable data x map to, and log |det dz/dx|."""
-        return self.transform(x, TO_NOISE)
 
 
 class TimePlanarField(nn.Module):
@@ -164,7 +173,7 @@ class DensityDynamics(nn.Module):
         return derivative if differentiable else derivative.detach()
 
 
-class CNF(nn.Module):
+class CNF(Flow):
     """A continuous normalizing flow of width M on [0, 1]: noise at t = 0, data at t = 1; every solve
     by the run's solver (backpropagation through it, or the adjoint), its evaluations and steps counted
     in `solve_stats`."""
@@ -188,14 +197,6 @@ class CNF(nn.Module):
         end = integrate(self.dynamics, start, times, self.solver, self.adjoint, host_times=span,
                         stats=self.solve_stats)[-1]
         return end[:, :-1], end[:, -1]
-
-    def to_data(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return the data the base samples z map to, and log |det d(data)/dz|."""
-        return self.transform(z, TO_DATA)
-
-    def to_noise(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return the base variable data x map to, and log |det dz/dx|."""
-        return self.transform(x, TO_NOISE)
 
 
 def build_planar(cfg: Mapping[str, Any], solver: SolverSpec) -> PlanarFlow:
