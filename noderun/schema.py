@@ -134,6 +134,12 @@ class ODENetModel(RKNetModel):
 
 
 @dataclass
+class DownsampleHeadModel:
+    name: str = "downsample_head"
+    downsampling: str = "conv"
+
+
+@dataclass
 class RNNModel:
     name: str = "rnn"
     hidden: int = whole(25, 1)
@@ -264,6 +270,14 @@ class ECGData:
 # --- trainer ------------------------------------------------------------------------------------------
 
 @dataclass
+class Regularize:
+    """A penalty on the dynamics of adaptive solves (noderun.regularize): method none, error_estimate or kinetic."""
+
+    method: str = "none"
+    weight: float = non_negative(0.0)
+
+
+@dataclass
 class ClassifierTrainer:
     """SGD with momentum and step decay (Table 1)."""
 
@@ -278,6 +292,7 @@ class ClassifierTrainer:
     eval_batch_size: int = whole(500, 1)
     progress: bool = True
     measure_step: bool = True
+    regularize: Regularize = field(default_factory=Regularize)
 
 
 @dataclass
@@ -292,6 +307,7 @@ class SequenceTrainer:
     eval_batch_size: int = whole(200, 1)
     progress: bool = False
     objective: str = "extrapolate"
+    regularize: Regularize = field(default_factory=Regularize)
 
 
 
@@ -526,6 +542,7 @@ def read_part(plain: dict, task: str) -> dict:
 SCHEMAS: Dict[str, Dict[str, type]] = {
     "solver": {"fixed": FixedStepSolver, "adaptive": AdaptiveSolver, "scipy": ScipySolver},
     "model": {"mlp": MLPModel, "resnet": ResNetModel, "rknet": RKNetModel, "odenet": ODENetModel,
+              "downsample_head": DownsampleHeadModel,
               "rnn": RNNModel, "latent_ode": LatentODEModel, "planar": PlanarModel, "cnf": CNFModel},
     "dataset": {"image": ImageDataset, "spirals": Spirals, "spirals_archimedean": ArchimedeanSpirals,
                 "cubic": CubicData, "ecg": ECGData, "energy": EnergyTarget, "plane": PlaneSamples},

@@ -18,6 +18,7 @@ from torchdiffeq._impl.solvers import FixedGridODESolver
 
 from noderun import solve
 from noderun.errors import UserError
+from noderun.regularize import Regularizer
 
 METHODS = tuple(sorted(SOLVERS))
 FIXED_GRID_METHODS = tuple(m for m in METHODS if issubclass(SOLVERS[m], FixedGridODESolver))
@@ -241,13 +242,20 @@ def solve_stats_of(model: nn.Module) -> list[SolveStats]:
 
 
 def integrate(func: nn.Module, y0: torch.Tensor, times: torch.Tensor, spec: SolverSpec, adjoint: bool,
-              host_times: Sequence[float] | None = None, stats: SolveStats | None = None) -> torch.Tensor:
+              host_times: Sequence[float] | None = None, stats: SolveStats | None = None,
+              regularizer: Regularizer | None = None) -> torch.Tensor:
     """Solve dy/dt = func(t, y) from y0 at `times`; gradients by the adjoint method when `adjoint`.
 
     `host_times`: the same times as Python floats, when the caller knows them; the device path then
     reads nothing back from the device to lay its grid or tell the direction of time (without them it
     copies `times` to the host once a solve). torchdiffeq's path does not use them. `stats`: where the
-    solve counts its evaluations and steps (also those of the adjoint's backward solve, later)."""
+    solve counts its evaluations and steps (also those of the adjoint's backward solve, later).
+    `regularizer`: where a training solve (gradients on) adds its penalty (noderun.regularize); the
+    solution returned is the model's either way."""
+    if regularizer is not None and torch.is_grad_enabled():
+        host = tuple(host_times) if host_times is not None else tuple(times.tolist())
+        func, y0, finish = regularizer.prepare(func, y0, host, spec.rtol, spec.atol, spec.method)
+        return finish(integrate(func, y0, times, spec, adjoint, host_times, stats))
     if stats is not None:
         func = _Counted(func, stats, spec, adjoint)
     if spec.path == "device":

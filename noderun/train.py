@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from noderun.data.batches import ImageSplit, evaluation_batches
 from noderun.measure import FlopCount, NFECounter, SavedTensorBytes, wait_for
+from noderun.regularize import regularizers_of, take_penalty
 
 
 # The share of an epoch's steps whose mean loss is its `loss_end`: the epoch's mean lags behind a model
@@ -51,6 +52,8 @@ class Step:
     nfe_forward: int
     nfe_backward: int
     output: Any = None
+    penalty: float = 0.0  # the regulariser's weighted penalty, added to `loss` for the gradients
+    nfe_regularizer: int = 0  # the regulariser's own evaluations (noderun.regularize)
 
 
 def training_steps(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Iterable,
@@ -60,19 +63,24 @@ def training_steps(model: nn.Module, optimizer: torch.optim.Optimizer, batches: 
     gradients, then one optimizer step. The one loop every experiment trains with (classifiers, Table
     2's time-series models, the tutorial's fits). Raises TrainingFailure, before the optimizer step, when
     the loss is not finite, its reason followed by `hint` (what the user might change, naming the
-    experiment's own key)."""
+    experiment's own key). A regularised model's penalty (noderun.regularize) joins the loss for the
+    gradients; the step's `loss` is the task's alone, its `penalty` the regulariser's."""
+    regularizers = regularizers_of(model)
     for number, batch in enumerate(batches, start=1):
         optimizer.zero_grad(set_to_none=True)
         counter.take()
+        take_penalty(regularizers)  # what a solve outside a step added (a measured step's) is no step's
         loss, output = loss_of(batch)
         nfe_forward = counter.take()
-        value = loss.item()
-        if not math.isfinite(value):
-            raise TrainingFailure(f"loss became {value} at step {number}" + (f"; {hint}" if hint else ""))
-        loss.backward()
+        penalty, nfe_regularizer = take_penalty(regularizers)
+        value, penalty_value = loss.item(), 0.0 if penalty is None else penalty.item()
+        if not math.isfinite(value + penalty_value):
+            raise TrainingFailure(f"loss became {value if not math.isfinite(value) else value + penalty_value} "
+                                  f"at step {number}" + (f"; {hint}" if hint else ""))
+        (loss if penalty is None else loss + penalty).backward()
         nfe_backward = counter.take()
         optimizer.step()
-        yield Step(value, nfe_forward, nfe_backward, output)
+        yield Step(value, nfe_forward, nfe_backward, output, penalty_value, nfe_regularizer)
 
 
 @dataclass
@@ -88,6 +96,8 @@ class TrainStats:
     time_s: float  # the training steps only: the measured step below is not in it
     saved_bytes: int = 0  # held for the backward pass by the step's forward and loss (SavedTensorBytes)
     flops: int = 0  # of the step's forward and backward pass (FlopCount)
+    penalty: float = 0.0  # the regulariser's weighted penalty, mean per step
+    nfe_regularizer: float = 0.0  # the regulariser's own evaluations, mean per step
 
 
 def measure_step(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> tuple[int, int]:
@@ -120,7 +130,8 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Ite
         images, labels = batch
         logits = model(images)
         return loss_fn(logits, labels), (logits, labels)
-    sums = {"loss": 0.0, "correct": 0, "seen": 0, "nfe_f": 0, "nfe_b": 0, "end_loss": 0.0, "end_seen": 0}
+    sums = {"loss": 0.0, "correct": 0, "seen": 0, "nfe_f": 0, "nfe_b": 0, "end_loss": 0.0, "end_seen": 0,
+            "penalty": 0.0, "nfe_r": 0}
     end_from = num_batches - max(1, round(END_FRACTION * num_batches)) + 1  # first step of the last tenth
     batches = iter(batches)
     first = next(batches, None)
@@ -142,6 +153,8 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Ite
         sums["seen"] += len(labels)
         sums["nfe_f"] += step.nfe_forward
         sums["nfe_b"] += step.nfe_backward
+        sums["penalty"] += step.penalty
+        sums["nfe_r"] += step.nfe_regularizer
         bar.set_postfix(loss=f"{sums['loss'] / sums['seen']:.3f}", acc=f"{sums['correct'] / sums['seen']:.3f}",
                         nfe_f=step.nfe_forward, nfe_b=step.nfe_backward)
     wait_for(first[0].device)
@@ -149,7 +162,8 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Ite
     seen, batches_done = max(sums["seen"], 1), max(num_batches, 1)
     end_loss = sums["end_loss"] / sums["end_seen"] if sums["end_seen"] else math.nan
     return TrainStats(sums["loss"] / seen, sums["correct"] / seen, end_loss, sums["nfe_f"] / batches_done,
-                      sums["nfe_b"] / batches_done, elapsed, saved_bytes, flops)
+                      sums["nfe_b"] / batches_done, elapsed, saved_bytes, flops, sums["penalty"] / batches_done,
+                      sums["nfe_r"] / batches_done)
 
 
 @torch.no_grad()

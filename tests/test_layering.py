@@ -17,6 +17,7 @@ PACKAGE_ROOT = Path(__file__).resolve().parent.parent / "noderun"
 LAYERS = {
     "noderun.errors": 0, "noderun.safeio": 0, "noderun.schema": 0, "noderun.plugins": 1,
     "noderun.records": 1, "noderun.solve": 1, "noderun.command": 1,
+    "noderun.regularize": 1.5,  # penalties on a solve's dynamics: above noderun.solve, below noderun.solvers
     "noderun.solvers": 2, "noderun.parallel": 2, "noderun.data": 2, "noderun.loggers": 2,
     "noderun.models": 3,
     "noderun.measure": 4,

@@ -28,12 +28,26 @@ def test_parameter_counts_match_the_reference(name, downsampling):
     assert model(torch.rand(3, 1, 28, 28)).shape == (3, 10)
 
 
-@pytest.mark.parametrize("name", TABLE1_MODELS)
+@pytest.mark.parametrize("name", [m for m in TABLE1_MODELS if "params_m" in MODELS[m].paper])
 def test_default_models_have_table1s_parameter_counts(name):
     cfg = composed([f"model={name}"])  # the model a user gets without choosing anything else
     built = count_parameters(build_model(cfg.model, SolverSpec("rk4", step_size=0.5)))
     paper = MODELS[name].paper["params_m"] * 1e6
     assert abs(built / paper - 1) <= TABLE1_TOLERANCE[name], (built, paper)
+
+
+@pytest.mark.parametrize("downsampling", ["conv", "res"])
+def test_the_ablation_is_the_odenet_without_its_ode_block(downsampling):
+    # The same downsampling and head, parameter for parameter; only the ODE block's are missing.
+    odenet = build_model({"name": "odenet", "downsampling": downsampling}, SolverSpec())
+    ablation = build_model({"name": "downsample_head", "downsampling": downsampling}, SolverSpec())
+    assert count_parameters(ablation) == count_parameters(odenet) - count_parameters(odenet[1])
+    weights = odenet.state_dict()
+    ablation.load_state_dict({k: v for k, v in weights.items() if k.startswith("0.")}
+                             | {"1." + k[2:]: v for k, v in weights.items() if k.startswith("2.")})
+    images = torch.rand(4, 1, 28, 28)
+    assert torch.equal(ablation(images), odenet[2](odenet[0](images)))
+    assert composed(["model=downsample_head"]).model.downsampling == "conv"
 
 
 def test_every_torchdiffeq_method_has_a_solver_config():
@@ -81,13 +95,13 @@ def test_invalid_solver_values_are_refused(bad):
         validate_solver(bad)
 
 
-TABLE1_PRESETS = ("table1", "table1_quick", "table1_rk4", "quick")
+TABLE1_PRESETS = ("table1", "table1_quick", "table1_rk4", "quick", "table1_hour")
 
 
 @pytest.mark.parametrize("preset", TABLE1_PRESETS)
 def test_every_table1_preset_sweeps_the_registrys_table1_models(preset):
     params = composed([f"experiment={preset}"], hydra_config=True).hydra.sweeper.params
-    assert params.model == ",".join(TABLE1_MODELS) == "mlp,resnet,rknet,odenet"
+    assert params.model == ",".join(TABLE1_MODELS) == "mlp,resnet,rknet,odenet,downsample_head"
 
 
 def test_a_model_added_to_the_registry_appears_in_every_table1_preset(monkeypatch):

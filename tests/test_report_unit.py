@@ -257,7 +257,8 @@ def test_table1_tex_is_the_papers_layout_with_escaped_text_and_rounded_numbers(g
         rf"{MODELS['mlp'].label} & 2.50 ({MODELS['mlp'].paper['test_error']:.2f}) & 0.24 & 3.5 & 6.0 & --",
         rf"{MODELS['odenet'].label} & 1.00$\pm${std:.2f} ({odenet:.2f}) & 0.21 & 3.5 & 6.2 & 26/32"]
     assert tex.count(r"\\ % 2 seeds") == 1 and tex.count(r"\\ % 1 seed") == 1
-    assert tabular_lines((report_on(wide_table1_runs(good_table1.parent / "wide"))[1] / "table1.tex").read_text())[-1] \
+    wide = tabular_lines((report_on(wide_table1_runs(good_table1.parent / "wide"))[1] / "table1.tex").read_text())
+    assert next(line for line in wide if line.startswith(MODELS["odenet"].label + " &")) \
         .split(" & ")[2:] == ["0.21", "215", "1500", "128/196"]
 
 
@@ -678,6 +679,18 @@ def test_a_presets_caption_heads_table1_on_one_printable_line_with_what_the_runs
     train_run(tmp_path, "3", "odenet", 2, 4.5)  # a run without the preset's caption: the table has none
     text, out = report_on(tmp_path)
     assert "protocol" not in text and (out / "table1.md").read_text().startswith("| model")
+
+
+def test_a_caption_lists_each_models_epochs_where_a_preset_gives_models_their_own(tmp_path):
+    # table1_hour trains the MLP for 20 epochs and the others for 2 (experiment_model/): the caption says so.
+    for name, model, epochs in (("0", "mlp", 20), ("1", "odenet", 2), ("2", "resnet", 2)):
+        config = train_config(model, 0) | {"caption": "A budget."}
+        config["trainer"] = config["trainer"] | {"epochs": epochs}
+        write_run(tmp_path / name, train_summary(model, 0, 3.0, epochs), metrics_rows(epochs, model in ODE, 0.9), config)
+    text, _ = report_on(tmp_path)
+    line = ("A budget. Each run: epochs of 256 training images, batch 64, lr 0.1; epochs: MLP 20, ResNet 2, "
+            "ODE-Net 2.")
+    assert f"{line}\n\n| model" in text, text
 
 
 def test_the_report_selects_runs_by_tags_and_lists_each_runs_tags(tmp_path):

@@ -39,11 +39,12 @@ def forward_nfe_and_interval(cfg) -> tuple[int, float]:
 
 
 def test_table1_rk4_runs_the_four_models_three_times_with_16_rk4_evaluations_on_0_2():
-    # "RK-Net and ODE-Net with rk4 at a fixed step of 0.5 on [0, 2] (4 steps, 16 evaluations), 20 epochs"
+    # "RK-Net and ODE-Net with rk4 at a fixed step of 0.5 on [0, 2] (4 steps, 16 evaluations), 20 epochs";
+    # the ablation row (not the seed document's) runs beside its four models, without a figure of its own
     assert swept("table1_rk4", "model") == models_of_table(1) and swept("table1_rk4", "seed") == ["0", "1", "2"]
     for model in models_of_table(1):
         cfg = composed(["experiment=table1_rk4", f"model={model}"])
-        assert cfg.trainer.epochs == 20 and cfg.reference.error[model] > 0
+        assert cfg.trainer.epochs == 20 and (cfg.reference.error.get(model, 0) > 0) == (model != "downsample_head")
         if MODELS[model].is_ode:
             assert forward_nfe_and_interval(cfg) == (16, 2.0)
 

@@ -88,7 +88,7 @@ def sweep_jobs(hydra_cfg) -> list[dict[str, str]]:
     return jobs
 
 
-@pytest.mark.parametrize("preset, runs", [("table1", 12), ("table1_quick", 12), ("table1_rk4", 12),
+@pytest.mark.parametrize("preset, runs", [("table1", 15), ("table1_quick", 15), ("table1_rk4", 15), ("table1_hour", 10),
                                           ("tolerance_sweep", 15), ("table2", 27), ("table2_quick", 9)])
 def test_presets_define_the_documented_sweeps(preset, runs):
     hydra_cfg = composed([f"experiment={preset}"], hydra_config=True).hydra

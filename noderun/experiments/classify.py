@@ -19,6 +19,7 @@ from noderun.run.recorder import RunRecorder
 from noderun.measure import NFECounter, peak_memory_mb, reset_peak_memory
 from noderun.models import MODELS, build_model, count_parameters
 from noderun.models.ode_block import compile_dynamics
+from noderun.regularize import regularize, regularize_fields, regularizer_spec
 from noderun.train import TrainStats, evaluate, lr_at_epoch, train_epoch
 
 log = logging.getLogger("noderun")
@@ -32,14 +33,17 @@ def run(cfg: DictConfig, rec: RunRecorder) -> None:
     if entry is None or entry.table != 1:
         raise UserError(f"model={cfg.model.name} is not a Table-1 classifier; choose one of: "
                         f"{', '.join(n for n, e in MODELS.items() if e.table == 1)}")
+    regularizer = regularizer_spec(t, solver_spec(cfg))  # a bad value refused before the data are loaded
     data = load_data(cfg, device)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, solver_spec(cfg)).to(device)
     if _compiled(cfg):
         compile_dynamics(model)
+    regularized = regularize(model, regularizer)
     optimizer = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
     rec.restore(model=model, optimizer=optimizer)
-    rec.update(**_model_fields(cfg, entry.is_ode), params=count_parameters(model), train_size=len(data.train),
+    rec.update(**_model_fields(cfg, entry.is_ode), **regularize_fields(regularizer, regularized),
+               params=count_parameters(model), train_size=len(data.train),
                val_size=len(data.val) if data.val is not None else 0, test_size=len(data.test),
                data_source=data.source,
                peak_memory_kind="cuda_max_allocated" if device.type == "cuda" else "cpu_max_rss")
@@ -96,7 +100,8 @@ def _epoch_row(cfg: DictConfig, model, data: ImageData, counter: NFECounter, epo
         "train_loss_end": round(stats.loss_end, 6), "train_acc": round(stats.accuracy, 6),
         "val_acc": None if val_acc is None else round(val_acc, 6), "test_acc": round(test_acc, 6),
         "nfe_forward": round(stats.nfe_forward, 4), "nfe_backward": round(stats.nfe_backward, 4),
-        "nfe_forward_eval": round(nfe_eval, 4), "test_forward_s": round(test_forward_s, 5),
+        "nfe_forward_eval": round(nfe_eval, 4), "penalty": round(stats.penalty, 6),
+        "nfe_regularizer": round(stats.nfe_regularizer, 4), "test_forward_s": round(test_forward_s, 5),
         "epoch_time_s": round(stats.time_s, 3),
         "eval_time_s": round(time.perf_counter() - start, 3), "peak_memory_mb": round(peak_memory_mb(device), 1),
         "saved_mb": round(stats.saved_bytes / 2**20, 3) if stats.flops else None,
@@ -118,7 +123,7 @@ def _summary_fields(rows: list[dict[str, Any]], best: dict[str, Any], train_size
         "val_error": None if best["val_acc"] is None else round(100 * (1 - best["val_acc"]), 4),
         "final_test_error": round(100 * (1 - last["test_acc"]), 4),
         "nfe_forward": last["nfe_forward"], "nfe_backward": last["nfe_backward"],
-        "nfe_forward_eval": last["nfe_forward_eval"],
+        "nfe_forward_eval": last["nfe_forward_eval"], "nfe_regularizer": last.get("nfe_regularizer"),
         "train_time_s": round(sum(r["epoch_time_s"] for r in rows), 3),
         "peak_memory_mb": max(r["peak_memory_mb"] for r in rows),
         "saved_mb": last.get("saved_mb"), "flops_per_step": last.get("flops_per_step"),

@@ -35,6 +35,7 @@ from noderun.models.reference import REFERENCES
 from noderun.models.sequence import OBJECTIVES, gather_times, training_note
 from noderun.records import PREDICTIONS_FILE
 from noderun.solvers import solver_spec
+from noderun.regularize import regularize, regularize_fields, regularizer_spec
 from noderun.train import training_steps
 
 log = logging.getLogger("noderun")
@@ -72,7 +73,9 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: Sp
     steps = list(training_steps(model, optimizer, every, loss_of, counter, hint="try a smaller trainer.lr"))
     return {"train_loss": sum(s.loss for s in steps) / len(steps),
             "nfe_forward": sum(s.nfe_forward for s in steps) / len(steps),
-            "nfe_backward": sum(s.nfe_backward for s in steps) / len(steps)}
+            "nfe_backward": sum(s.nfe_backward for s in steps) / len(steps),
+            "penalty": sum(s.penalty for s in steps) / len(steps),
+            "nfe_regularizer": sum(s.nfe_regularizer for s in steps) / len(steps)}
 
 
 @torch.no_grad()
@@ -192,10 +195,12 @@ def run(cfg: DictConfig, rec: RunRecorder) -> None:
     objective = str(t.get("objective", "window"))
     if objective not in OBJECTIVES:
         raise UserError(f"trainer.objective={objective!r} is invalid; choose one of: {', '.join(OBJECTIVES)}")
+    regularizer = regularizer_spec(t, solver_spec(cfg))  # a bad value refused before the data are made
     data = make_spirals(cfg.dataset, seed).to(device)
     torch.manual_seed(seed)
     solver = solver_spec(cfg)
     model = build_model(cfg.model, solver).to(device)
+    regularized = regularize(model, regularizer)
     optimizer = torch.optim.Adam(model.parameters(), lr=float(t.lr))
     rec.restore(model=model, optimizer=optimizer)
     counter = NFECounter(model)
@@ -206,7 +211,7 @@ def run(cfg: DictConfig, rec: RunRecorder) -> None:
                rmse_convention="pooled", **reference_errors(data),
                solver=cfg.solver.method if ode else None, rtol=cfg.solver.rtol if ode else None,
                atol=cfg.solver.atol if ode else None, adjoint=bool(cfg.model.adjoint) if ode else None,
-               solver_path=solver.path if ode else None,
+               solver_path=solver.path if ode else None, **regularize_fields(regularizer, regularized),
                peak_memory_kind="cuda_max_allocated" if device.type == "cuda" else "cpu_max_rss")
     predicted = None
     for epoch in range(len(rec.rows) + 1, int(t.epochs) + 1):

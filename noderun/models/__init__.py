@@ -39,6 +39,8 @@ MODELS: dict[str, ModelEntry] = {
                         {"test_error": 0.47, "params_m": 0.22, "memory": "O(L̃)", "time": "O(L̃)"}),
     "odenet": ModelEntry(odenet.build, 1, True, "ODE-Net", "#2ca02c",
                          {"test_error": 0.42, "params_m": 0.22, "memory": "O(1)", "time": "O(L̃)"}),
+    # The ablation of every Table 1 (not in the paper): the ODE-Net's downsampling and head alone.
+    "downsample_head": ModelEntry(odenet.build_without_block, 1, False, "ODE-Net without ODE block", "#bcbd22"),
     # The paper's RNN row; it does not say which of its two RNNs (plain, or with the time gap) that row is.
     "rnn": ModelEntry(rnn.build, 2, False, "RNN", "#d62728", {30: 0.3937, 50: 0.3202, 100: 0.1813}),
     "rnn_gap": ModelEntry(rnn.build_gap, 2, False, "RNN (time gap)", "#e377c2"),

@@ -13,6 +13,7 @@ from torch import nn
 
 from noderun.errors import UserError
 from noderun.models.sequence import gather_times, gaussian_log_likelihood, masked_log_likelihood, recurrent_cell
+from noderun.regularize import Regularizer
 from noderun.solvers import SolverSpec, SolveStats, integrate
 
 
@@ -40,6 +41,7 @@ class LatentODE(nn.Module):
         self.decoder = nn.Sequential(nn.Linear(latent, dec_hidden), nn.ReLU(), nn.Linear(dec_hidden, obs_dim))
         self.solver, self.adjoint = solver, adjoint
         self.solve_stats = SolveStats()  # the evaluations and steps of its solves
+        self.regularizer: Regularizer | None = None  # set by noderun.regularize.regularize
         self.obs_log_var = 2 * math.log(obs_std)
 
     def posterior(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -52,7 +54,8 @@ class LatentODE(nn.Module):
 
     def decode_path(self, z0: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
         """Return the decoded means at every time (B×T×2), integrating z from times[0] = 0."""
-        z = integrate(self.dynamics, z0, times, self.solver, adjoint=self.adjoint, stats=self.solve_stats)
+        z = integrate(self.dynamics, z0, times, self.solver, adjoint=self.adjoint, stats=self.solve_stats,
+                      regularizer=self.regularizer)
         return self.decoder(z.transpose(0, 1))
 
     def loss(self, x: torch.Tensor, t: torch.Tensor, observed: torch.Tensor, times: torch.Tensor, n_window: int,

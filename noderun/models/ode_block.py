@@ -1,5 +1,5 @@
 """What every ODE model shares: dynamics whose field may be compiled, and the block that integrates them
-(its solves' statistics, evaluations and steps, in `solve_stats`)."""
+(its solves' statistics, evaluations and steps, in `solve_stats`; its regulariser, if any, in `regularizer`)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from noderun.regularize import Regularizer
 from noderun.solvers import SolverSpec, SolveStats, integrate
 
 
@@ -76,6 +77,8 @@ class ODEBlock(nn.Module):
         super().__init__()
         self.dynamics = dynamics
         self.solve_stats = SolveStats()
+        # noderun.regularize.regularize sets it for a regularised training run
+        self.regularizer: Regularizer | None = None
         self.solver = solver
         self.adjoint = adjoint
         self.register_buffer("times", torch.tensor([0.0, t1]), persistent=False)
@@ -84,4 +87,4 @@ class ODEBlock(nn.Module):
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         return integrate(self.dynamics, h, self.times, self.solver, adjoint=self.adjoint, host_times=self.host_times,
-                         stats=self.solve_stats)[-1]
+                         stats=self.solve_stats, regularizer=self.regularizer)[-1]

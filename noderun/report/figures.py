@@ -117,15 +117,20 @@ def accuracy_figure(run_set: RunSet, out_dir: Path) -> list[Path]:
 
 
 def nfe_epoch_figure(run_set: RunSet, out_dir: Path) -> list[Path]:
-    """Figure 3(d): forward NFE per training batch against epoch, for models with an ODE block."""
+    """Figure 3(d): forward NFE per training batch against epoch, for models with an ODE block; beside
+    it, where the runs recorded it, the forward NFE per test batch after each epoch (never regularised)."""
     groups = [g for g in _curve_groups(run_set) if is_ode_model(g[0])]
     if not groups:
         return []
-    fig, ax = plt.subplots(figsize=(6, 4.2))
-    _per_epoch_panel(ax, groups, "nfe_forward", 1, 1)
-    ax.set(title=f"NFE forward during training (Fig. 3d)\n{_seed_note(groups)}",
-           ylabel="NFE forward (mean per training batch)")
-    _legend_of_curves(ax, groups)
+    evaluated = all("nfe_forward_eval" in f for _, _, frames in groups for f in frames)
+    fig, axes = plt.subplots(1, 2 if evaluated else 1, figsize=(11 if evaluated else 6, 4.2), squeeze=False)
+    panels = [("nfe_forward", "NFE forward during training (Fig. 3d)", "NFE forward (mean per training batch)"),
+              ("nfe_forward_eval", "NFE forward at evaluation, after each epoch", "NFE forward (mean per test batch)")]
+    for ax, (column, title, ylabel) in zip(axes[0], panels):
+        _per_epoch_panel(ax, groups, column, 1, 1)
+        ax.set(title=title, ylabel=ylabel)
+    _legend_of_curves(axes[0][-1], groups)
+    fig.suptitle(_seed_note(groups), fontsize=9)
     return save_figure(fig, out_dir, "nfe_forward_per_epoch")
 
 

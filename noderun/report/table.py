@@ -13,7 +13,7 @@ from noderun.report.collect import CAPTION_COLUMN, REFERENCE_PREFIX, RunSet, kin
 from noderun.report.paper import paper_table1
 from noderun.report.table1_tex import paper_layout
 
-NUMERIC_COLUMNS = ("test_error_mean", "test_error_std", "params_m", "nfe_forward", "nfe_backward",
+NUMERIC_COLUMNS = ("test_error_mean", "test_error_std", "params_m", "nfe_forward", "nfe_backward", "nfe_forward_eval",
                    "train_time_per_epoch_s", "saved_mb", "peak_memory_mb", "paper_test_error", "diff_test_error",
                    "paper_params_m", "train_time_s")
 # Text columns of a row that are no config value.
@@ -83,6 +83,8 @@ def table1(run_set: RunSet) -> pd.DataFrame:
             "params_m": float(group["params"].mean()) / 1e6,
             "nfe_forward": column_mean(group, "nfe_forward") if ode else math.nan,
             "nfe_backward": column_mean(group, "nfe_backward") if ode else math.nan,
+            # per test batch after the last epoch: the model's solve alone (evaluation is never regularised)
+            "nfe_forward_eval": column_mean(group, "nfe_forward_eval") if ode else math.nan,
             "train_time_per_epoch_s": float((group["train_time_s"] / group["epochs_done"]).mean()),
             "train_time_s": float(group["train_time_s"].mean()),
             "saved_mb": column_mean(group, "saved_mb"),
@@ -144,6 +146,7 @@ def display_rows(table: pd.DataFrame) -> list[dict[str, str]]:
             "diff (pp)": "-" if math.isnan(r["diff_test_error"]) else f"{r['diff_test_error']:+.2f}",
             "params (M)": _fmt(r["params_m"], 3), "paper params (M)": _fmt(r["paper_params_m"]),
             "NFE-F": _fmt(r["nfe_forward"], 1), "NFE-B": _fmt(r["nfe_backward"], 1),
+            "NFE-F eval": _fmt(r["nfe_forward_eval"], 1),
             "train s/epoch": _fmt(r["train_time_per_epoch_s"], 1), SAVED_HEADER: _fmt(r["saved_mb"], 1),
             peak: peak_cell(r, mixed),
             "paper memory": r["paper_memory"], "paper time": r["paper_time"],
@@ -187,17 +190,26 @@ def caption(run_set: RunSet) -> str | None:
 
 
 def _budget(runs: pd.DataFrame) -> str:
-    """Return 'Each run: E epoch(s) of N training images, batch B, lr L.' where the runs agree on these."""
+    """Return 'Each run: E epoch(s) of N training images, batch B, lr L.' where the runs agree on these;
+    where only the epochs differ, and by model alone (a preset's experiment_model settings), the epochs
+    of each model follow."""
     columns = ("config.trainer.epochs", "train_size", "config.trainer.batch_size", "config.trainer.lr")
     values = [runs[c].dropna().unique() if c in runs else [] for c in columns]
-    if any(len(v) != 1 for v in values):
+    if any(len(v) != 1 for v in values[1:]) or not len(values[0]):
         return ""
     try:
         epochs, images, batch, lr = (float(v[0]) for v in values)
     except (TypeError, ValueError):
         return ""
-    return (f"Each run: {epochs:g} epoch{'s' if epochs != 1 else ''} of {images:,.0f} training images, "
-            f"batch {batch:g}, lr {lr:g}.")
+    if len(values[0]) == 1:
+        return (f"Each run: {epochs:g} epoch{'s' if epochs != 1 else ''} of {images:,.0f} training images, "
+                f"batch {batch:g}, lr {lr:g}.")
+    by_model = runs.groupby("model", sort=False)["config.trainer.epochs"].unique()
+    if any(len(e) != 1 for e in by_model):
+        return ""
+    ordered = sorted(by_model.items(), key=lambda item: model_rank(item[0]))
+    listed = ", ".join(f"{model_label(m)} {float(e[0]):g}" for m, e in ordered)
+    return f"Each run: epochs of {images:,.0f} training images, batch {batch:g}, lr {lr:g}; epochs: {listed}."
 
 
 def write_table1(table: pd.DataFrame, out_dir: Path, title: str | None = None) -> str:

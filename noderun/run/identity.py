@@ -44,6 +44,11 @@ RETIRED_KEYS = ("speed.rk_stages",)
 ADDED_KEYS = {"solver.path": "torchdiffeq", "speed.compile": False}
 
 
+# Keys added to the trainers of some tasks only, by task, likewise: a run from before trainer.regularize
+# was not regularised.
+ADDED_TASK_KEYS = {task: {"trainer.regularize": {"method": "none", "weight": 0.0}} for task in ("train", "timeseries")}
+
+
 # Keys added to some datasets only, by dataset name, likewise: a spirals run from before dataset.val_size
 # had no validation split and reported its last epoch.
 ADDED_DATASET_KEYS = {"spirals": {"val_size": 0}, "spirals_archimedean": {"val_size": 0}}
@@ -93,6 +98,11 @@ def config_as_today(old: Mapping[str, Any]) -> dict[str, Any]:
         group = _group(plain, parents, create=True)
         if group is not None:
             group.setdefault(last, value)
+    for dotted, value in ADDED_TASK_KEYS.get(str(plain.get("task", "train")), {}).items():
+        *parents, last = dotted.split(".")
+        group = _group(plain, parents)
+        if group is not None:
+            group.setdefault(last, copy.deepcopy(value))
     dataset, model = plain.get("dataset"), plain.get("model")
     if isinstance(dataset, dict):
         for key, value in ADDED_DATASET_KEYS.get(str(dataset.get("name")), {}).items():
