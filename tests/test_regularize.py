@@ -19,6 +19,7 @@ from noderun.models import build_model
 from noderun.regularize import (Regularizer, RegularizerSpec, StepCapture, regularize, regularizer_spec,
                                 regularizers_of, step_error_penalty, take_penalty)
 from noderun.solve.tableaux import ADAPTIVE
+from noderun.run.identity import key_config, run_key
 from noderun.schema import rule_problem
 from noderun.solvers import SolverSpec, integrate
 from noderun.train import train_epoch
@@ -165,3 +166,17 @@ def test_both_trainers_default_to_no_regulariser_and_type_its_keys():
         assert not regularizer_spec(trainer, SolverSpec()).active
     key, value, rule = rule_problem(composed(["trainer.regularize.weight=-1"]))
     assert (key, value, rule.valid()) == ("trainer.regularize.weight", -1, "a number >= 0")
+
+
+def test_a_regulariser_that_cannot_act_leaves_the_run_key_the_unregularised_ones():
+    # A preset that regularises every model of its sweep (table1_hour) makes the MLP, ResNet, ablation and
+    # rk4 RK-Net runs that compute what unregularised ones do: resume and the report take them as those.
+    kinetic = ["trainer.regularize.method=kinetic", "trainer.regularize.weight=1"]
+    for model, acts in (("mlp", False), ("resnet", False), ("downsample_head", False), ("rknet", False),
+                        ("odenet", True)):
+        plain, regularized = (run_key(key_config(composed([f"model={model}", *extra]))) for extra in ([], kinetic))
+        assert (plain != regularized) == acts, model
+    assert run_key(key_config(composed(["model=rknet", "solver=dopri5", *kinetic]))) != \
+        run_key(key_config(composed(["model=rknet", "solver=dopri5"])))
+    assert run_key(key_config(composed(["model=odenet", "trainer.regularize.method=kinetic"]))) == \
+        run_key(key_config(composed(["model=odenet"])))  # weight 0

@@ -14,8 +14,11 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from noderun.errors import UserError
+from noderun.models import MODELS
 from noderun.records import SUMMARY_FILE, BrokenRecord, flat_config, read_summary, walk_folders
 from noderun.schema import preset_blocks, read_part
+from noderun.regularize import RegularizerSpec, adaptive
+from noderun.solvers import SolverSpec
 
 # Config keys that say where things are kept or how they are shown, not what is computed: left out of
 # the run key, so they may differ between a run and its resumption.
@@ -116,9 +119,28 @@ def config_as_today(old: Mapping[str, Any]) -> dict[str, Any]:
 def _computing_part(plain: dict[str, Any]) -> dict[str, Any]:
     """Return the part of a plain config its task reads (schema.read_part), without the preset blocks
     (schema.preset_blocks()) that are null: such a block says what its absence said before the configs were
-    typed, and a key the task never reads computes nothing, so old and new configs compare alike."""
-    plain = read_part(plain, str(plain.get("task")))
+    typed, and a key the task never reads computes nothing, so old and new configs compare alike. A
+    regulariser that cannot act is written as none (_idle_regularizer_as_none)."""
+    plain = _idle_regularizer_as_none(read_part(plain, str(plain.get("task"))))
     return without_keys(plain, [k for k in preset_blocks() if k in plain and plain[k] is None])
+
+
+def _idle_regularizer_as_none(plain: dict[str, Any]) -> dict[str, Any]:
+    """Return the config with trainer.regularize written as none where it computes nothing (weight 0, or
+    a registry model without an adaptive ODE solve: the MLP, ResNet and ablation, the RK-Net on a fixed
+    grid, the RNNs; noderun.regularize.regularize gives those no regulariser), so that such a run is
+    the unregularised one: resumed as it, and told apart from it by nothing in the report."""
+    trainer, model, solver = (plain.get(k) for k in ("trainer", "model", "solver"))
+    block = trainer.get("regularize") if isinstance(trainer, dict) else None
+    if not isinstance(block, dict) or not isinstance(model, dict) or not isinstance(model.get("name"), str) \
+            or model["name"] not in MODELS:
+        return plain
+    weight = block.get("weight", 0)
+    spec = RegularizerSpec(str(block.get("method", "none")), float(weight) if isinstance(weight, (int, float)) else 0.0)
+    method = solver.get("method") if isinstance(solver, dict) else None
+    if not (spec.active and MODELS[model["name"]].is_ode and adaptive(SolverSpec(method=str(method)))):
+        plain = {**plain, "trainer": {**trainer, "regularize": {"method": "none", "weight": 0.0}}}
+    return plain
 
 
 def run_key(config: dict[str, Any]) -> str:
