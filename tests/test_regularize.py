@@ -106,7 +106,7 @@ def test_the_regularisers_evaluations_are_counted_apart_and_evaluation_is_never_
     assert regularize(model, RegularizerSpec(method, 1.0)) == 1
     regularized_forward = model(images)
     penalty, evaluations = take_penalty(regularizers_of(model))
-    assert penalty is not None and penalty.requires_grad and float(penalty) > 0
+    assert penalty is not None and penalty.requires_grad and float(penalty.detach()) > 0
     if method == "error_estimate":  # one extra dopri5 step (7 evaluations), not the model's
         assert evaluations == 7 and counter.take() == plain_nfe
         assert torch.equal(regularized_forward, plain_forward)
