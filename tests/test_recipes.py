@@ -96,7 +96,7 @@ def test_a_model_added_from_outside_the_package_trains_and_is_reported(plugin, m
     # a Table-1 model of the registry: in every Table-1 preset's sweep
     listed = subprocess.run([sys.executable, "-c", "import noderun.cli; from noderun.config import _table_models; "
                              "print(_table_models(1))"], env=env, capture_output=True, text=True, timeout=120)
-    assert listed.stdout.split() == ["mlp,resnet,rknet,odenet,tinymlp"], listed.stderr
+    assert listed.stdout.split() == ["mlp,resnet,rknet,odenet,downsample_head,tinymlp"], listed.stderr
     # and the report names it by its label
     report = subprocess.run([str(Path(NODERUN).with_name("noderun-report")), str(run_dir), "--out", str(tmp_path / "r")],
                             env=env, capture_output=True, text=True, timeout=300)

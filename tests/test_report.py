@@ -1,5 +1,5 @@
-"""noderun-report over a real sweep of the four models with two seeds, intact and with broken runs.
-These run the real `noderun` on MNIST; the report's own cases, on run directories built by hand,
+"""noderun-report over a real sweep of the four models and the ablation with two seeds, intact and
+with broken runs. These run the real `noderun` on MNIST; the report's own cases, on run directories built by hand,
 are in test_report_unit.py."""
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ FILES = ["runs.csv", "table1.csv", "table1.md", "table1.tex", "not_completed.txt
 
 @pytest.fixture(scope="module")
 def sweep(mnist_root, tmp_path_factory) -> Path:
-    """A real sweep: four models, two seeds, one short epoch each."""
+    """A real sweep: the four models and the ablation, two seeds, one short epoch each."""
     cwd = tmp_path_factory.mktemp("sweep")
     result = run_noderun(["-m", f"model={','.join(TABLE1_MODELS)}", "seed=0,1", *SMALL], mnist_root, cwd)
     assert result.returncode == 0, result.stderr
@@ -46,7 +46,8 @@ def summaries(sweep_dir: Path) -> pd.DataFrame:
 def expected_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Table 1's numbers recomputed by hand from summary.json files."""
     rows = []
-    for model, label in (("mlp", "MLP"), ("resnet", "ResNet"), ("rknet", "RK-Net"), ("odenet", "ODE-Net")):
+    for model, label in (("mlp", "MLP"), ("resnet", "ResNet"), ("rknet", "RK-Net"), ("odenet", "ODE-Net"),
+                         ("downsample_head", "ODE-Net without ODE block")):
         group = runs[(runs["model"] == model) & (runs["status"] == "completed")]
         errors = group["test_error"].tolist()
         rows.append({"model": label, "seeds": len(group), "test_error_mean": statistics.mean(errors),
@@ -73,13 +74,13 @@ def test_report_over_a_real_sweep_writes_every_file_and_the_recomputed_numbers(s
         assert (out / name).exists(), name
         assert name == "not_completed.txt" or (out / name).stat().st_size > 0, name
     assert (out / "not_completed.txt").read_text() == ""
-    assert "8 completed, 0 failed, 0 interrupted, 0 running, 0 unreadable" in result.stdout
+    assert "10 completed, 0 failed, 0 interrupted, 0 running, 0 unreadable" in result.stdout
     assert "| ODE-Net | 2 |" in result.stdout and "| MLP | 2 |" in result.stdout
     assert_table_matches(out / "table1.csv", expected_table(summaries(sweep)))
     runs = pd.read_csv(out / "runs.csv")
-    assert len(runs) == 8 and set(runs.cpu_capability) == {torch.backends.cpu.get_cpu_capability()}
+    assert len(runs) == 10 and set(runs.cpu_capability) == {torch.backends.cpu.get_cpu_capability()}
     table = pd.read_csv(out / "table1.csv")
-    assert table["paper_test_error"].tolist() == [1.60, 0.41, 0.47, 0.42]
+    assert table["paper_test_error"].tolist() == pytest.approx([1.60, 0.41, 0.47, 0.42, float("nan")], nan_ok=True)
     assert r"$\pm$" in (out / "table1.tex").read_text()
 
 
@@ -99,7 +100,7 @@ def test_broken_and_failed_runs_are_listed_and_left_out(sweep, mnist_root, tmp_p
     listed = (out / "not_completed.txt").read_text()
     assert str(victim.parent) in listed and "unreadable" in listed
     assert "failed" in listed and "loss became" in listed
-    assert "7 completed, 1 failed, 0 interrupted, 0 running, 1 unreadable" in result.stdout
+    assert "9 completed, 1 failed, 0 interrupted, 0 running, 1 unreadable" in result.stdout
     expected = expected_table(summaries_without(broken, victim.parent))
     assert_table_matches(out / "table1.csv", expected)
     assert pd.read_csv(out / "table1.csv").set_index("model").loc["ODE-Net", "seeds"] == 1
