@@ -156,15 +156,21 @@ def step_error_penalty(func: Callable, tableau, t0: torch.Tensor, y0: torch.Tens
 
 
 def adaptive(solver: Any) -> bool:
-    """Return whether a solver (a noderun.solvers.SolverSpec, which imports this module) chooses its own steps, so that regularised dynamics can cost fewer (SciPy's
-    solvers are left out: their steps are not noderun's to repeat)."""
+    """Return whether a solver (a noderun.solvers.SolverSpec, which imports this module) chooses its own
+    steps, so that regularised dynamics can cost fewer (SciPy's solvers are left out: their steps are
+    not noderun's to repeat)."""
     return not solver.fixed_grid and solver.method != "scipy_solver"
+
+
+def acts(spec: RegularizerSpec, solver: Any) -> bool:
+    """Return whether `spec` regularises an ODE solved by `solver` (a SolverSpec): the one rule that
+    both the models (regularize) and the run key (noderun.run.identity) follow."""
+    return spec.active and adaptive(solver)
 
 
 def regularizer_spec(trainer: Mapping[str, Any], solver: Any) -> RegularizerSpec:
     """Return the regulariser a run's trainer block asks for (`regularize: {method, weight}`) for runs
-    on `solver` (a SolverSpec), or raise
-    UserError naming a bad value and the valid ones."""
+    on `solver` (a SolverSpec), or raise UserError naming a bad value and the valid ones."""
     block = trainer.get("regularize") or {}
     spec = RegularizerSpec(str(block.get("method", "none")), float(block.get("weight", 0.0)))
     if spec.method not in METHODS:
@@ -186,7 +192,7 @@ def regularize(model: nn.Module, spec: RegularizerSpec) -> int:
     given = 0
     for module in model.modules():
         if hasattr(module, "regularizer") and hasattr(module, "solver"):
-            module.regularizer = Regularizer(spec) if spec.active and adaptive(module.solver) else None
+            module.regularizer = Regularizer(spec) if acts(spec, module.solver) else None
             given += module.regularizer is not None
     return given
 

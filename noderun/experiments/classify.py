@@ -33,10 +33,11 @@ def run(cfg: DictConfig, rec: RunRecorder) -> None:
     if entry is None or entry.table != 1:
         raise UserError(f"model={cfg.model.name} is not a Table-1 classifier; choose one of: "
                         f"{', '.join(n for n, e in MODELS.items() if e.table == 1)}")
-    regularizer = regularizer_spec(t, solver_spec(cfg))  # a bad value refused before the data are loaded
+    solver = solver_spec(cfg)
+    regularizer = regularizer_spec(t, solver)  # a bad value refused before the data are loaded
     data = load_data(cfg, device)
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, solver_spec(cfg)).to(device)
+    model = build_model(cfg.model, solver).to(device)
     if _compiled(cfg):
         compile_dynamics(model)
     regularized = regularize(model, regularizer)

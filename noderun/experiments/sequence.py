@@ -195,10 +195,10 @@ def run(cfg: DictConfig, rec: RunRecorder) -> None:
     objective = str(t.get("objective", "window"))
     if objective not in OBJECTIVES:
         raise UserError(f"trainer.objective={objective!r} is invalid; choose one of: {', '.join(OBJECTIVES)}")
-    regularizer = regularizer_spec(t, solver_spec(cfg))  # a bad value refused before the data are made
+    solver = solver_spec(cfg)
+    regularizer = regularizer_spec(t, solver)  # a bad value refused before the data are made
     data = make_spirals(cfg.dataset, seed).to(device)
     torch.manual_seed(seed)
-    solver = solver_spec(cfg)
     model = build_model(cfg.model, solver).to(device)
     regularized = regularize(model, regularizer)
     optimizer = torch.optim.Adam(model.parameters(), lr=float(t.lr))

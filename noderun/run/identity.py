@@ -17,7 +17,7 @@ from noderun.errors import UserError
 from noderun.models import MODELS
 from noderun.records import SUMMARY_FILE, BrokenRecord, flat_config, read_summary, walk_folders
 from noderun.schema import preset_blocks, read_part
-from noderun.regularize import RegularizerSpec, adaptive
+from noderun.regularize import RegularizerSpec, acts
 from noderun.solvers import SolverSpec
 
 # Config keys that say where things are kept or how they are shown, not what is computed: left out of
@@ -138,7 +138,7 @@ def _idle_regularizer_as_none(plain: dict[str, Any]) -> dict[str, Any]:
     weight = block.get("weight", 0)
     spec = RegularizerSpec(str(block.get("method", "none")), float(weight) if isinstance(weight, (int, float)) else 0.0)
     method = solver.get("method") if isinstance(solver, dict) else None
-    if not (spec.active and MODELS[model["name"]].is_ode and adaptive(SolverSpec(method=str(method)))):
+    if not (MODELS[model["name"]].is_ode and acts(spec, SolverSpec(method=str(method)))):
         plain = {**plain, "trainer": {**trainer, "regularize": {"method": "none", "weight": 0.0}}}
     return plain
 
